@@ -1,0 +1,30 @@
+# cifarlab: the CIFAR-10 MLP/CNN study, from download to report.
+#   snakemake --cores all                                   the study (config/config.yaml)
+#   snakemake --cores 2 --configfile config/quick.yaml      a real-data CPU profile
+#   snakemake --profile profiles/slurm                      on a SLURM cluster
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+# Paths from the Snakefile's folder, so `--directory elsewhere` works too.
+configfile: f"{workflow.basedir}/config/config.yaml"
+
+
+validate(config, schema=f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/figures.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        rules.aggregate.output,
+        rules.figures.output,
+        rules.report.output,
+    default_target: True

@@ -1,0 +1,247 @@
+"""Runs' metrics and histories -> the study's tables (accuracies in %, percentage points).
+
+Tables written to ``out``:
+
+* ``runs.csv``        one row per run: id, experiments, spec fields, metrics
+* ``points.csv``      one row per grid point and seed (a shared run appears once per point)
+* ``experiment_<name>.csv``  per (model, point): n, mean, sd, 95% interval of the accuracies
+* ``effects.csv``     paired effects on test accuracy with intervals and verdicts
+* ``published.csv``   the published numbers beside the reproduced intervals
+* ``history_long.csv`` / ``.parquet``  run, seed, epoch, split, metric, value
+* ``plan.json``       the plan the tables came from
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from . import published
+from .stats import accuracy_interval, paired_effect, published_verdict, verdict
+
+log = logging.getLogger("cifarlab.aggregate")
+
+ACC = ("train_acc", "val_acc", "test_acc")
+METRIC_COLUMNS = ("best_epoch", "train_acc", "val_acc", "test_acc", "train_loss", "val_loss",
+                  "test_loss", "best_train_acc", "best_val_acc", "n_params", "seconds",
+                  "images_per_second", "epochs_completed", "diverged", "diverged_epoch",
+                  "n_train", "n_val", "n_test", "device", "threads", "git_commit",
+                  "data_checksum", "started", "finished")
+PCT = ("train_acc", "val_acc", "test_acc", "best_train_acc", "best_val_acc")
+
+
+def _flatten(spec: dict) -> dict:
+    row = {}
+    for key, value in spec.items():
+        if isinstance(value, dict):
+            for k, v in value.items():
+                row[f"{key}.{k}"] = json.dumps(v) if isinstance(v, list) else v
+        else:
+            row[key] = value
+    return row
+
+
+def load_runs(plan: dict, runs_dir: Path) -> pd.DataFrame:
+    rows = []
+    for rid, entry in plan.items():
+        path = runs_dir / rid / "metrics.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: run {rid} has not finished; "
+                                    "run the pipeline (snakemake) to train it")
+        metrics = json.loads(path.read_text())
+        row = {"run_id": rid,
+               "experiments": ";".join(f"{m['experiment']}[{m['label']}]"
+                                       for m in entry["members"]),
+               "baseline": bool(entry.get("baseline", False))}
+        row.update(_flatten(entry["spec"]))
+        row.update({k: metrics.get(k) for k in METRIC_COLUMNS})
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    for col in PCT:
+        df[col] = df[col].astype(float) * 100.0
+    return df
+
+
+def points_table(plan: dict, runs: pd.DataFrame) -> pd.DataFrame:
+    by_id = runs.set_index("run_id")
+    rows = []
+    for rid, entry in plan.items():
+        for order, m in enumerate(entry["members"]):
+            r = by_id.loc[rid]
+            rows.append({"experiment": m["experiment"], "model": m["model"],
+                         "label": m["label"], "value": m["value"], "seed": m["seed"],
+                         "run_id": rid, "order": order,
+                         **{k: r[k] for k in ("best_epoch", *PCT, "n_test", "diverged",
+                                              "seconds")}})
+    df = pd.DataFrame(rows)
+    # Point order as written in the config (first appearance), for tables and axes.
+    df["point_index"] = df.groupby("experiment", sort=False)["label"].transform(
+        lambda s: pd.factorize(s)[0])
+    return df.drop(columns="order")
+
+
+def experiment_table(points: pd.DataFrame, name: str) -> pd.DataFrame:
+    sub = points[points["experiment"] == name]
+    rows = []
+    for (model, label), g in sub.groupby(["model", "label"], sort=False):
+        row = {"experiment": name, "model": model, "label": label, "value": g["value"].iloc[0],
+               "point_index": g["point_index"].iloc[0], "n_seeds": len(g),
+               "run_ids": ";".join(g["run_id"]), "diverged": int(g["diverged"].sum())}
+        n_test = int(g["n_test"].iloc[0])
+        for col in ACC:
+            # One seed: only the test accuracy gets an interval (binomial over test images);
+            # train/val were used for training and selection, so none is given for them.
+            iv = accuracy_interval(list(g[col] / 100.0), n_test if col == "test_acc" else 0)
+            row.update({f"{col}_mean": iv.mean * 100, f"{col}_sd": iv.std * 100,
+                        f"{col}_low": iv.low * 100, f"{col}_high": iv.high * 100,
+                        f"{col}_interval": iv.method})
+        row["best_epoch_mean"] = g["best_epoch"].mean()
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values(["model", "point_index"]).reset_index(drop=True)
+
+
+def _by_seed(points: pd.DataFrame, experiment: str, model: str, label: str) -> dict:
+    g = points[(points["experiment"] == experiment) & (points["model"] == model)
+               & (points["label"] == label)]
+    return dict(zip(g["seed"], g["test_acc"] / 100.0, strict=True))
+
+
+def _effect_row(points, experiment, effect, model, a, b, a_exp=None, b_exp=None,
+                a_model=None, b_model=None) -> dict | None:
+    sa = _by_seed(points, a_exp or experiment, a_model or model, a)
+    sb = _by_seed(points, b_exp or experiment, b_model or model, b)
+    seeds = sorted(set(sa) & set(sb))
+    if not seeds:
+        return None
+    n_test = int(points["n_test"].iloc[0])
+    iv = paired_effect([sa[s] for s in seeds], [sb[s] for s in seeds], n_test)
+    return {"experiment": experiment, "effect": effect, "model": model, "a": a, "b": b,
+            "metric": "test_acc", "n_seeds": len(seeds), "difference": iv.mean * 100,
+            "sd": iv.std * 100, "low": iv.low * 100, "high": iv.high * 100,
+            "interval": iv.method, "verdict": verdict(iv)}
+
+
+def effects_table(points: pd.DataFrame) -> pd.DataFrame:
+    rows: list[dict | None] = []
+    exps = set(points["experiment"])
+    models = sorted(set(points["model"]))
+    if "ablation" in exps:
+        for m in models:
+            rows.append(_effect_row(points, "ablation", "BatchNorm (full - no_bn)", m,
+                                    "full", "no_bn"))
+            rows.append(_effect_row(points, "ablation", "Dropout (full - no_dropout)", m,
+                                    "full", "no_dropout"))
+        if {"mlp", "cnn"} <= set(models):
+            rows.append(_effect_row(points, "ablation", "CNN - MLP (full)", "cnn-mlp",
+                                    "full", "full", a_model="cnn", b_model="mlp"))
+    if "dropout2d" in exps:
+        rows.append(_effect_row(points, "dropout2d", "Dropout2d - Dropout", "cnn",
+                                "dropout2d", "dropout"))
+    for exp, reference in (("dropout_rate", "best"), ("batch_size", "100")):
+        if exp not in exps:
+            continue
+        for m in models:
+            sub = points[(points["experiment"] == exp) & (points["model"] == m)]
+            if sub.empty:
+                continue
+            labels = list(dict.fromkeys(sub.sort_values("point_index")["label"]))
+            if reference == "best":
+                ref = sub.groupby("label")["val_acc"].mean().idxmax()  # selected on val
+                name = f"dropout p - best p ({ref}, by val)"
+            else:
+                ref = reference if reference in labels else labels[0]
+                name = f"batch size - {ref}"
+            for label in labels:
+                if label != ref:
+                    rows.append(_effect_row(points, exp, name, m, label, ref))
+    return pd.DataFrame([r for r in rows if r is not None])
+
+
+def published_table(points: pd.DataFrame, runs: pd.DataFrame, effects: pd.DataFrame,
+                    profile: str) -> pd.DataFrame:
+    rows = []
+    note = (f"reproduced by the '{profile}' profile; published: {published.SOURCE}. "
+            "A scaled-down profile is not expected to match the published numbers.")
+    for model, values in published.ACCURACY.items():
+        base = runs[(runs["model"] == model) & runs["baseline"]]
+        if base.empty:
+            continue
+        for col, pub in values.items():
+            n_images = int(base["n_test"].iloc[0]) if col == "test_acc" else 0
+            iv = accuracy_interval(list(base[col] / 100.0), n_images)
+            rows.append(_published_row(f"{col} (baseline)", model, pub, iv.mean * 100,
+                                       iv.low * 100, iv.high * 100, iv.method, profile, note))
+    for (_exp, effect, model), pub in published.EFFECTS.items():
+        match = effects[(effects["effect"] == effect) & (effects["model"] == model)] \
+            if not effects.empty else effects
+        if match.empty:
+            continue
+        r = match.iloc[0]
+        rows.append(_published_row(f"effect: {effect}", model, pub, r["difference"], r["low"],
+                                   r["high"], r["interval"], profile, note))
+    for (_exp, effect, model), sign in published.QUALITATIVE.items():
+        match = effects[(effects["effect"] == effect) & (effects["model"] == model)] \
+            if not effects.empty else effects
+        if match.empty:
+            continue
+        r = match.iloc[0]
+        got = r["verdict"]
+        rows.append({"quantity": f"effect: {effect}", "model": model, "published": math.nan,
+                     "published_finding": sign, "reproduced": r["difference"],
+                     "low": r["low"], "high": r["high"], "difference": math.nan,
+                     "interval": r["interval"],
+                     "verdict": "reproduced" if got == sign else f"not reproduced ({got})",
+                     "profile": profile, "note": note})
+    return pd.DataFrame(rows)
+
+
+def _published_row(quantity, model, pub, mean, low, high, method, profile, note) -> dict:
+    from .stats import Interval
+
+    v = published_verdict(pub / 100, Interval(mean / 100, 0, 1, low / 100, high / 100, method))
+    return {"quantity": quantity, "model": model, "published": pub, "published_finding": "",
+            "reproduced": mean, "low": low, "high": high, "difference": mean - pub,
+            "interval": method, "verdict": v, "profile": profile, "note": note}
+
+
+def history_long(plan: dict, runs_dir: Path) -> pd.DataFrame:
+    frames = []
+    for rid, entry in plan.items():
+        h = pd.read_csv(runs_dir / rid / "history.csv")
+        long = h.melt(id_vars=["epoch"], value_vars=["train_loss", "train_acc", "val_loss",
+                                                      "val_acc"], var_name="key")
+        long[["split", "metric"]] = long["key"].str.split("_", n=1, expand=True)
+        long.insert(0, "seed", entry["spec"]["seed"])
+        long.insert(0, "run_id", rid)
+        frames.append(long.drop(columns="key")[["run_id", "seed", "epoch", "split", "metric",
+                                                "value"]])
+    if not frames:
+        return pd.DataFrame(columns=["run_id", "seed", "epoch", "split", "metric", "value"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def aggregate(plan: dict | Path, runs_dir: Path, out: Path, profile: str = "") -> dict:
+    """Write every table; returns {name: DataFrame}."""
+    if not isinstance(plan, dict):
+        plan = json.loads(Path(plan).read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    runs = load_runs(plan, runs_dir)
+    points = points_table(plan, runs)
+    tables = {"runs": runs, "points": points}
+    for name in dict.fromkeys(points["experiment"]):
+        tables[f"experiment_{name}"] = experiment_table(points, name)
+    effects = effects_table(points)
+    tables["effects"] = effects
+    tables["published"] = published_table(points, runs, effects, profile)
+    for name, df in tables.items():
+        df.to_csv(out / f"{name}.csv", index=False)
+    long = history_long(plan, runs_dir)
+    long.to_csv(out / "history_long.csv", index=False)
+    long.to_parquet(out / "history_long.parquet", index=False)
+    (out / "plan.json").write_text(json.dumps(plan, indent=1) + "\n")
+    log.info("wrote %d tables for %d runs to %s", len(tables) + 1, len(runs), out)
+    return tables

@@ -1,0 +1,219 @@
+"""The ``cifarlab`` command line: thin wrappers that unpack arguments and call the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from . import __version__
+
+log = logging.getLogger("cifarlab")
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+
+
+def _load_spec(value: str) -> dict:
+    """A spec given inline as JSON, or as the path of a YAML/JSON file."""
+    text = value.strip()
+    if text.startswith("{"):
+        return json.loads(text)
+    path = Path(value)
+    if not path.exists():
+        raise SystemExit(f"error: --spec {value!r} is neither inline JSON nor an existing file")
+    return yaml.safe_load(path.read_text())
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from .data import OFFICIAL_URL, prepare
+
+    location = args.url or OFFICIAL_URL if args.source == "url" else args.path
+    if args.source != "url" and not location:
+        raise SystemExit(f"error: --source {args.source} needs --path (the archive or folder)")
+    md5 = None if (args.md5 or "").lower() in ("", "none", "null") else args.md5
+    meta = prepare(args.source, location, Path(args.out), md5=md5,
+                   workdir=Path(args.workdir) if args.workdir else None,
+                   progress=not args.no_progress)
+    print(json.dumps({k: v for k, v in meta.items() if k != "classes"}, default=str))
+    return 0
+
+
+def load_splits_for(spec: dict, cache: Path):
+    from .data import make_splits
+
+    split = {k: v for k, v in spec["data"].items() if k != "source"}
+    return make_splits(cache, **split)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import resolve_device, train_run
+
+    spec = _load_spec(args.spec)
+    device = resolve_device(args.device)
+    if device.type == "cpu":
+        log.info("device: CPU (%s threads). A full-size study takes days on a CPU: use "
+                 "config/quick.yaml here, or profiles/slurm on a GPU cluster.", args.threads)
+    else:
+        log.info("device: %s", device)
+    data = load_splits_for(spec, Path(args.data))
+    metrics = train_run(spec, data, args.out, device=args.device, threads=args.threads,
+                        force=args.force, channels_last=args.channels_last)
+    if metrics is not None:
+        keys = ("best_epoch", "train_acc", "val_acc", "test_acc", "diverged", "seconds")
+        print(json.dumps({k: metrics.get(k) for k in keys}))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .study import build_plan
+
+    config: dict = {}
+    for path in args.config:
+        config = _merge(config, yaml.safe_load(Path(path).read_text()) or {})
+    plan = build_plan(config)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(plan, indent=1) + "\n")
+    for rid, entry in plan.items():
+        members = ", ".join(f"{m['experiment']}[{m['label']}]" for m in entry["members"])
+        print(f"{rid}  {members}")
+    print(f"{len(plan)} runs", file=sys.stderr)
+    return 0
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    from .aggregate import aggregate
+
+    aggregate(Path(args.plan), Path(args.runs), Path(args.out), profile=args.profile)
+    return 0
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    from .plots import make_figures
+
+    made = make_figures(Path(args.tables), Path(args.runs), Path(args.out))
+    for p in made:
+        print(p)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .reporting import render_report
+
+    render_report(Path(args.notebook), Path(args.executed), Path(args.tables),
+                  Path(args.figures), Path(args.runs), Path(args.out), profile=args.profile,
+                  config_files=args.config_files)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .system import machine_info
+
+    print(json.dumps(machine_info(), indent=2))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    run_bench(quick=args.quick, out=Path(args.out), sections=args.only)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .data import SOURCE_KINDS
+
+    p = argparse.ArgumentParser(prog="cifarlab", description=__doc__)
+    p.add_argument("--version", action="version", version=f"cifarlab {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("prepare", help="download/verify/unpack CIFAR-10 into a uint8 cache")
+    s.add_argument("--source", choices=SOURCE_KINDS, default="url")
+    s.add_argument("--url", help="archive URL (default: the official one)")
+    s.add_argument("--path", help="local cifar-10-python.tar.gz, or an image folder / .tar.gz")
+    s.add_argument("--md5", default=None, help="expected MD5 of the archive ('none' skips)")
+    s.add_argument("--out", required=True, help="cache file to write (.npz)")
+    s.add_argument("--workdir", help="where downloads and temporary files go")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_prepare)
+
+    s = sub.add_parser("train", help="train one run (resumes an interrupted one)")
+    s.add_argument("--spec", required=True, help="run spec: inline JSON or a YAML/JSON file")
+    s.add_argument("--data", required=True, help="the cache written by `cifarlab prepare`")
+    s.add_argument("--out", required=True, help="the run's folder")
+    s.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    s.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    s.add_argument("--channels-last", action="store_true", help="channels_last CNN on CUDA")
+    s.add_argument("--force", action="store_true", help="retrain a completed run")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("plan", help="list the runs a configuration asks for")
+    s.add_argument("config", nargs="+", help="config YAML files (later ones override)")
+    s.add_argument("--out", help="write the plan as JSON")
+    s.set_defaults(func=cmd_plan)
+
+    s = sub.add_parser("aggregate", help="collect run metrics into tables")
+    s.add_argument("--plan", required=True)
+    s.add_argument("--runs", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--profile", default="", help="label of the profile that produced the runs")
+    s.set_defaults(func=cmd_aggregate)
+
+    s = sub.add_parser("figures", help="draw every figure from the tables and histories")
+    s.add_argument("--tables", required=True)
+    s.add_argument("--runs", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_figures)
+
+    s = sub.add_parser("report", help="execute the report notebook and render HTML/Markdown")
+    s.add_argument("--notebook", required=True)
+    s.add_argument("--executed", required=True, help="where the executed notebook goes")
+    s.add_argument("--tables", required=True)
+    s.add_argument("--figures", required=True)
+    s.add_argument("--runs", required=True)
+    s.add_argument("--out", required=True, help="report folder (report.html, report.md)")
+    s.add_argument("--profile", default="")
+    s.add_argument("--config-files", default="")
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("info", help="the device, threads and machine cifarlab sees")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("bench", help="benchmark training speed against common loops")
+    s.add_argument("--quick", action="store_true", help="finish in under 2 minutes")
+    s.add_argument("--out", default="results/bench", help="folder for bench.csv / bench.json")
+    s.add_argument("--only", nargs="*", default=None,
+                   help="sections to run: loops layers peak jobs precision")
+    s.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    from .data import DataError
+    from .study import ConfigError
+    from .train import RunError
+
+    try:
+        return args.func(args)
+    except (DataError, ConfigError, RunError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,744 @@
+"""CIFAR-10 sources, safe extraction, a uint8 cache, and the study's train/val/test splits.
+
+Three sources build the same cache (`prepare`):
+
+* ``url``: the official ``cifar-10-python.tar.gz`` fetched over http(s):// or file://,
+  MD5-checked before anything is unpacked;
+* ``archive``: the same archive already on disk;
+* ``folder``: an image-folder dataset (``train/<class>/*``, ``test/<class>/*``) as a
+  directory or a tarball.
+
+The cache is an uncompressed ``.npz`` (loads in a fraction of a second, no pickle) holding
+uint8 images in NCHW layout. `make_splits` turns it into torch tensors.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import io
+import os
+import pickle
+import secrets
+import shutil
+import sys
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+
+OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"
+CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+SOURCE_KINDS = ("url", "archive", "folder")
+SPLIT_METHODS = ("auto", "head_tail", "stratified")
+
+ARCHIVE_NAME = "cifar-10-python.tar.gz"
+_BATCH_DIR = "cifar-10-batches-py"
+_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+_IMAGE_SHAPE = (3, 32, 32)
+_CACHE_KEYS = (
+    "train_images",
+    "train_labels",
+    "test_images",
+    "test_labels",
+    "classes",
+    "source_kind",
+    "source_checksum",
+)
+_CHUNK = 1 << 20
+_URL_TIMEOUT_S = 60.0
+_FOLDER_TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+
+
+class DataError(RuntimeError):
+    """A user-facing data problem; the message says what is wrong and what to do."""
+
+
+# --------------------------------------------------------------------------- checksums
+
+
+def _file_digests(path: Path, *algorithms: str) -> list[str]:
+    hashers = [hashlib.new(a) for a in algorithms]
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            for h in hashers:
+                h.update(chunk)
+    return [h.hexdigest() for h in hashers]
+
+
+def _normalize_md5(md5: str | None) -> str | None:
+    if md5 is None:
+        return None
+    value = md5.strip().lower()
+    if len(value) != 32 or any(c not in "0123456789abcdef" for c in value):
+        raise DataError(
+            f"{md5!r} is not an MD5 hex digest (32 hex characters); pass the archive's MD5, "
+            f"e.g. {OFFICIAL_MD5} for the official CIFAR-10 archive, or none to skip the check"
+        )
+    return value
+
+
+def _check_md5(path: Path, actual: str, expected: str | None) -> None:
+    if expected is not None and actual != expected:
+        raise DataError(
+            f"MD5 of {path} is {actual}, expected {expected}: the file is corrupted or not the "
+            "expected archive; delete it and download again, or pass the right --md5"
+        )
+
+
+# --------------------------------------------------------------------------- unpickling
+
+# Only what a pickled numpy array (and Python 2's str->bytes shim) needs. Anything else in a
+# CIFAR batch file means the file is not what it claims to be, and unpickling it could run
+# arbitrary code.
+_NUMPY_MULTIARRAY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")
+_SAFE_BUILTINS = frozenset(
+    {"dict", "list", "tuple", "set", "frozenset", "bytes", "bytearray", "str", "int", "float",
+     "complex", "bool", "object"}
+)
+
+
+def _multiarray() -> Any:
+    # Resolve directly instead of importing `numpy.core`, which is a deprecated shim in numpy 2.
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray  # type: ignore[no-redef]
+    return multiarray
+
+
+def _resolve_allowed(module: str, name: str) -> Any:
+    if module in _NUMPY_MULTIARRAY_MODULES and name in ("_reconstruct", "scalar"):
+        return getattr(_multiarray(), name)
+    if module == "numpy" and name == "ndarray":
+        return np.ndarray
+    if module == "numpy" and name == "dtype":
+        return np.dtype
+    if module == "_codecs" and name == "encode":
+        import _codecs
+
+        return _codecs.encode
+    if module in ("builtins", "__builtin__") and name in _SAFE_BUILTINS:
+        import builtins
+
+        return getattr(builtins, name)
+    return None
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that can build numpy arrays and plain containers, and nothing else."""
+
+    def __init__(self, file: BinaryIO, what: str) -> None:
+        super().__init__(file, encoding="bytes")
+        self._what = what
+
+    def find_class(self, module: str, name: str) -> Any:
+        obj = _resolve_allowed(module, name)
+        if obj is None:
+            raise DataError(
+                f"refusing to unpickle {module}.{name} from {self._what}: a CIFAR-10 batch only "
+                "holds numpy arrays and lists, so this file is not a genuine CIFAR-10 archive; "
+                "download the official archive again and keep the MD5 check on"
+            )
+        return obj
+
+
+def _unpickle(raw: bytes, what: str) -> Any:
+    try:
+        return _RestrictedUnpickler(io.BytesIO(raw), what).load()
+    except DataError:
+        raise
+    except Exception as e:  # any malformed pickle: UnpicklingError, EOFError, ValueError, ...
+        raise DataError(
+            f"cannot unpickle {what}: {type(e).__name__}: {e}; the archive is corrupted, "
+            "download it again"
+        ) from e
+
+
+# --------------------------------------------------------------------------- official archive
+
+
+def _member_basename(name: str) -> str | None:
+    """`cifar-10-batches-py/<file>` -> `<file>`; None for anything else."""
+    parts = PurePosixPath(name).parts
+    if len(parts) == 2 and parts[0] == _BATCH_DIR:
+        return parts[1]
+    return None
+
+
+def _parse_batch(obj: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """A batch dict -> (images uint8 (N,3,32,32), labels uint8 (N,))."""
+    if not isinstance(obj, dict) or b"data" not in obj or b"labels" not in obj:
+        raise DataError(
+            f"{what} is not a CIFAR-10 batch (expected a dict with b'data' and b'labels'); "
+            "download the official archive again"
+        )
+    data, labels = obj[b"data"], np.asarray(obj[b"labels"])
+    n_pixels = int(np.prod(_IMAGE_SHAPE))
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != n_pixels
+        or labels.shape != (data.shape[0],)
+        or (labels.size and (labels.min() < 0 or labels.max() >= len(CLASSES)))
+    ):
+        raise DataError(
+            f"{what} has an unexpected layout (data {getattr(data, 'shape', None)}, "
+            f"labels {labels.shape}); expected uint8 (N, 3072) and N labels in 0..9; "
+            "download the official archive again"
+        )
+    # Rows are row-major CHW (1024 red, 1024 green, 1024 blue), so a reshape is the layout.
+    return data.reshape(-1, *_IMAGE_SHAPE), labels.astype(np.uint8)
+
+
+def _read_official(path: Path) -> dict[str, np.ndarray]:
+    wanted = {*_TRAIN_BATCHES, "test_batch", "batches.meta"}
+    raw: dict[str, Any] = {}
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            # One sequential pass: seeking backwards in a .gz means decompressing again.
+            for member in tar:
+                base = _member_basename(member.name)
+                if base not in wanted:
+                    continue
+                if not member.isreg():
+                    raise DataError(
+                        f"{path}: member {member.name} is not a regular file; this is not the "
+                        "official CIFAR-10 archive, download it again"
+                    )
+                f = tar.extractfile(member)
+                assert f is not None  # regular files always have a file object
+                raw[base] = _unpickle(f.read(), f"{path}:{member.name}")
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, OSError) as e:
+        raise DataError(
+            f"cannot read {path} as a tar archive ({type(e).__name__}: {e}): it is truncated or "
+            "corrupted; delete it and download it again"
+        ) from e
+    missing = sorted(wanted - raw.keys())
+    if missing:
+        raise DataError(
+            f"{path} lacks {', '.join(f'{_BATCH_DIR}/{m}' for m in missing)}: it is not the "
+            "official CIFAR-10 python archive; download cifar-10-python.tar.gz again"
+        )
+    meta = raw["batches.meta"]
+    names = meta.get(b"label_names") if isinstance(meta, dict) else None
+    decoded = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names or ())
+    if decoded != CLASSES:
+        raise DataError(
+            f"{path}: batches.meta label_names are {list(decoded)}, expected {list(CLASSES)}; "
+            "this is not CIFAR-10 (perhaps CIFAR-100?); use the CIFAR-10 python archive"
+        )
+    train = [_parse_batch(raw[b], f"{path}:{b}") for b in _TRAIN_BATCHES]
+    test_images, test_labels = _parse_batch(raw["test_batch"], f"{path}:test_batch")
+    return {
+        "train_images": np.concatenate([t[0] for t in train]),
+        "train_labels": np.concatenate([t[1] for t in train]),
+        "test_images": test_images,
+        "test_labels": test_labels,
+    }
+
+
+# --------------------------------------------------------------------------- download
+
+
+def _download(url: str, dest: Path, md5: str | None, workdir: Path, progress: bool) -> str:
+    """Stream `url` into `dest` (atomically), check its MD5, return the MD5."""
+    hint = (
+        f"check the address and your connection, use a mirror (--url), or download "
+        f"{ARCHIVE_NAME} yourself and use the 'archive' source, or an image folder ('folder')"
+    )
+    fd, tmp_name = tempfile.mkstemp(dir=workdir, prefix=f".{ARCHIVE_NAME}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.md5()
+        received, total = 0, None
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=_URL_TIMEOUT_S) as resp:
+                    length = resp.headers.get("Content-Length")
+                    total = int(length) if length and length.isdigit() else None
+                    from tqdm import tqdm
+
+                    with tqdm(
+                        total=total,
+                        unit="B",
+                        unit_scale=True,
+                        unit_divisor=1024,
+                        desc=ARCHIVE_NAME,
+                        file=sys.stderr,
+                        disable=not progress or total is None,
+                    ) as bar:
+                        while chunk := resp.read(_CHUNK):
+                            out.write(chunk)
+                            digest.update(chunk)
+                            received += len(chunk)
+                            bar.update(len(chunk))
+            except urllib.error.HTTPError as e:
+                raise DataError(
+                    f"downloading {url} failed: HTTP {e.code} {e.reason}; {hint}"
+                ) from e
+            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+                reason = getattr(e, "reason", e)
+                raise DataError(f"downloading {url} failed: {reason}; {hint}") from e
+        if total is not None and received != total:
+            raise DataError(
+                f"downloading {url} stopped early: got {received} of {total} bytes; "
+                f"retry, or {hint}"
+            )
+        actual = digest.hexdigest()
+        if md5 is not None and actual != md5:
+            raise DataError(
+                f"MD5 of the download from {url} is {actual}, expected {md5}: the server sent a "
+                f"corrupted or different file; retry, pass the right --md5, or {hint}"
+            )
+        os.replace(tmp, dest)
+        return actual
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- image folders
+
+
+def _check_tar_member(member: tarfile.TarInfo, target: Path, tar_path: Path) -> Path:
+    """Where `member` would land under `target`; DataError if that is unsafe."""
+    name = member.name
+    refuse = f"{tar_path}: refusing member {name!r}"
+    todo = "; the tarball is unsafe or not an image-folder dataset, rebuild it from plain files"
+    if name.startswith(("/", "\\")) or PurePosixPath(name).is_absolute() or ":" in name[:3]:
+        raise DataError(f"{refuse}: absolute path{todo}")
+    if ".." in PurePosixPath(name).parts or "\\" in name:
+        raise DataError(f"{refuse}: path with '..' or backslashes{todo}")
+    if member.issym() or member.islnk():
+        raise DataError(f"{refuse}: links are not allowed (-> {member.linkname!r}){todo}")
+    if not (member.isreg() or member.isdir()):
+        raise DataError(f"{refuse}: device, fifo or other special file{todo}")
+    # A lexical check suffices: `target` is a fresh directory and no link is ever extracted,
+    # so no path component can redirect elsewhere. (Path.resolve() would cost several
+    # syscalls per member, which dominates extraction on slow filesystems.)
+    dest = Path(os.path.normpath(target / name))
+    if dest != target and not dest.is_relative_to(target):
+        raise DataError(f"{refuse}: it would be written outside {target}{todo}")
+    return dest
+
+
+def _safe_extract(tar_path: Path, target: Path) -> None:
+    """Extract regular files and directories only, after vetting every member."""
+    target = target.resolve()
+    try:
+        with tarfile.open(tar_path, "r:*") as tar:
+            members = tar.getmembers()
+            # Vet everything first so that a bad member means nothing is written at all.
+            plan = [(m, _check_tar_member(m, target, tar_path)) for m in members]
+            made = {target}
+            for member, dest in plan:
+                folder = dest if member.isdir() else dest.parent
+                if folder not in made:
+                    folder.mkdir(parents=True, exist_ok=True)
+                    made.add(folder)
+                if member.isreg():
+                    src = tar.extractfile(member)
+                    assert src is not None
+                    with src, open(dest, "wb") as out:
+                        shutil.copyfileobj(src, out)
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, OSError) as e:
+        raise DataError(
+            f"cannot extract {tar_path} ({type(e).__name__}: {e}): it is truncated or corrupted, "
+            "or the disk is full; check the file and the free space under --workdir"
+        ) from e
+
+
+def _folder_root(path: Path) -> Path:
+    """The directory holding train/ and test/ (allowing one wrapping directory)."""
+    if (path / "train").is_dir() and (path / "test").is_dir():
+        return path
+    subdirs = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if len(subdirs) == 1 and (subdirs[0] / "train").is_dir() and (subdirs[0] / "test").is_dir():
+        return subdirs[0]
+    raise DataError(
+        f"{path} has no train/ and test/ directories: an image-folder dataset needs "
+        "train/<class>/*.png|jpg and test/<class>/*.png|jpg"
+    )
+
+
+def _visible(names: list[str]) -> list[str]:
+    # Hidden entries (.DS_Store, macOS "._x.jpg" resource forks) are never images.
+    return sorted(n for n in names if not n.startswith("."))
+
+
+def _list_folder(root: Path) -> dict[str, list[tuple[str, int]]]:
+    """{'train'|'test': [(relative posix path, label)]} in class order, sorted filenames."""
+    listing: dict[str, list[tuple[str, int]]] = {}
+    for split in ("train", "test"):
+        split_dir = root / split
+        found = {n for n in _visible(os.listdir(split_dir)) if (split_dir / n).is_dir()}
+        missing, extra = sorted(set(CLASSES) - found), sorted(found - set(CLASSES))
+        if missing or extra:
+            raise DataError(
+                f"{split_dir}: class folders must be exactly {list(CLASSES)}; missing {missing}, "
+                f"extra {extra}; rename or remove folders to match"
+            )
+        entries = []
+        for label, cls in enumerate(CLASSES):
+            for name in _visible(os.listdir(split_dir / cls)):
+                if not (split_dir / cls / name).is_file():
+                    raise DataError(
+                        f"{split_dir / cls / name} is not a file: class folders must hold only "
+                        "images; move it out"
+                    )
+                entries.append((f"{split}/{cls}/{name}", label))
+        if not entries:
+            raise DataError(f"{split_dir} holds no images; add images under {split}/<class>/")
+        listing[split] = entries
+    return listing
+
+
+def _decode(raw: bytes, path: Path) -> np.ndarray:
+    """Encoded PNG/JPEG bytes -> uint8 (32, 32, 3) RGB."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            if im.format not in ("PNG", "JPEG"):
+                raise DataError(
+                    f"{path} is {im.format}, not PNG or JPEG; convert it or remove it"
+                )
+            if im.size != (32, 32):
+                raise DataError(
+                    f"{path} is {im.size[0]}x{im.size[1]}, expected 32x32: CIFAR-10 images are "
+                    "32x32; resize it or remove it"
+                )
+            # convert() copies even when the mode is already RGB: skip it for speed.
+            return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"cannot decode {path} ({e}); replace or remove the file") from e
+
+
+def _read_folder(root: Path, hash_files: bool, progress: bool) -> tuple[dict[str, np.ndarray], str]:
+    """Decode an image-folder tree; also return a sha256 over sorted relative paths + bytes."""
+    from tqdm import tqdm
+
+    listing = _list_folder(root)
+    # NHWC while decoding (what PIL gives), transposed to NCHW once at the end.
+    images = {s: np.empty((len(e), 32, 32, 3), np.uint8) for s, e in listing.items()}
+    labels = {s: np.array([lab for _, lab in e], np.uint8) for s, e in listing.items()}
+    jobs = [(rel, split, i) for split, e in listing.items() for i, (rel, _) in enumerate(e)]
+    jobs.sort()  # sorted relative paths: the order the checksum is defined over
+    digest = hashlib.sha256()
+    for rel, split, i in tqdm(jobs, desc="decoding images", unit="img", file=sys.stderr,
+                              disable=not progress, mininterval=1.0):
+        path = root / rel
+        raw = path.read_bytes()
+        if hash_files:
+            digest.update(rel.encode() + b"\0" + len(raw).to_bytes(8, "little"))
+            digest.update(raw)
+        images[split][i] = _decode(raw, path)
+    arrays = {}
+    for split in ("train", "test"):
+        arrays[f"{split}_images"] = np.ascontiguousarray(images[split].transpose(0, 3, 1, 2))
+        arrays[f"{split}_labels"] = labels[split]
+    return arrays, digest.hexdigest()
+
+
+def _is_tarball(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(_FOLDER_TAR_SUFFIXES)
+
+
+def _prepare_folder(
+    location: Path, md5: str | None, workdir: Path, progress: bool
+) -> tuple[dict[str, np.ndarray], str]:
+    if location.is_dir():
+        if md5 is not None and md5 != OFFICIAL_MD5:
+            raise DataError(
+                f"an MD5 was given but {location} is a directory; an MD5 can only check a "
+                "tarball, so drop --md5 or point at the .tar.gz"
+            )
+        return _read_folder(_folder_root(location), hash_files=True, progress=progress)
+    if not _is_tarball(location):
+        raise DataError(
+            f"{location} is neither a directory nor a .tar.gz/.tgz/.tar file; point the 'folder' "
+            "source at an image-folder directory or its tarball"
+        )
+    sha256, actual_md5 = _file_digests(location, "sha256", "md5")
+    # The default md5 is the official archive's, which no image-folder tarball can have.
+    if md5 is not None and md5 != OFFICIAL_MD5:
+        _check_md5(location, actual_md5, md5)
+    workdir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=workdir, prefix=".cifar-extract-"))
+    try:
+        _safe_extract(location, tmp)
+        arrays, _ = _read_folder(_folder_root(tmp), hash_files=False, progress=progress)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return arrays, sha256
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def _write_cache(out: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write an uncompressed .npz atomically: a reader sees the old file or the whole new one."""
+    tmp = out.with_suffix(f".tmp{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        # A file object, because np.savez appends ".npz" to a path that lacks it.
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def prepare(
+    kind: str,
+    location: str,
+    out: Path,
+    md5: str | None = OFFICIAL_MD5,
+    workdir: Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Build the uint8 cache `out` from a CIFAR-10 source and return its metadata.
+
+    kind: "url" (http://, https://, file:// of the official archive), "archive" (the
+    official archive on disk) or "folder" (image-folder directory or tarball).
+    md5: expected MD5 of the archive/tarball; None skips the check (pickles are still only
+    read with a restricted unpickler). For "folder" the default (official) MD5 is ignored.
+    workdir: where downloads and extractions go (default: out's directory); a verified
+    download is kept there as cifar-10-python.tar.gz so that a rerun does not download again.
+
+    Returns {"path", "source_kind", "source_checksum", "n_train", "n_test", "classes"}.
+    """
+    if kind not in SOURCE_KINDS:
+        raise DataError(f"unknown source kind {kind!r}; use one of {', '.join(SOURCE_KINDS)}")
+    md5 = _normalize_md5(md5)
+    out = Path(out).expanduser()
+    workdir = Path(workdir).expanduser() if workdir is not None else out.parent
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    if kind == "folder":
+        arrays, checksum = _prepare_folder(Path(location).expanduser(), md5, workdir, progress)
+        source_kind = "folder"
+    else:
+        if kind == "url":
+            workdir.mkdir(parents=True, exist_ok=True)
+            archive = workdir / ARCHIVE_NAME
+            checksum = None
+            if archive.is_file() and md5 is not None:
+                (existing,) = _file_digests(archive, "md5")
+                checksum = existing if existing == md5 else None
+            if checksum is None:
+                checksum = _download(location, archive, md5, workdir, progress)
+        else:
+            archive = Path(location).expanduser()
+            if not archive.is_file():
+                raise DataError(
+                    f"archive {archive} does not exist; download {OFFICIAL_URL} there, or use "
+                    "the 'url' source to download it"
+                )
+            (checksum,) = _file_digests(archive, "md5")
+            _check_md5(archive, checksum, md5)
+        arrays = _read_official(archive)
+        source_kind = "official"
+
+    arrays["classes"] = np.array(CLASSES)
+    arrays["source_kind"] = np.array(source_kind)
+    arrays["source_checksum"] = np.array(checksum)
+    _write_cache(out, arrays)
+    return {
+        "path": str(out),
+        "source_kind": source_kind,
+        "source_checksum": checksum,
+        "n_train": len(arrays["train_labels"]),
+        "n_test": len(arrays["test_labels"]),
+        "classes": list(CLASSES),
+    }
+
+
+def load_cache(path: Path) -> dict[str, np.ndarray]:
+    """Read a cache written by `prepare` into a dict of numpy arrays (no pickle)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"no data cache at {path}; run `cifarlab prepare` first")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            cache = {k: z[k] for k in z.files}
+    except Exception as e:  # BadZipFile, ValueError, OSError: all mean an unusable file
+        raise DataError(
+            f"cannot read the data cache {path} ({type(e).__name__}: {e}); delete it and run "
+            "`cifarlab prepare` again"
+        ) from e
+    missing = [k for k in _CACHE_KEYS if k not in cache]
+    if missing:
+        raise DataError(
+            f"the data cache {path} lacks {missing}; it was written by another version, "
+            "delete it and run `cifarlab prepare` again"
+        )
+    return cache
+
+
+# --------------------------------------------------------------------------- splits
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # uint8 (N, 3, 32, 32)
+    labels: torch.Tensor  # int64 (N,)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass
+class Splits:
+    train: Split
+    val: Split
+    test: Split
+    classes: list[str]
+    checksum: str
+    source_kind: str
+
+
+def _quotas(counts: np.ndarray, total: int, caps: np.ndarray) -> np.ndarray:
+    """Split `total` over classes in proportion to `counts` (largest remainder), each <= cap."""
+    n = int(counts.sum())
+    ideal = total * counts / n if n else np.zeros(len(counts))
+    quota = np.minimum(np.floor(ideal).astype(np.int64), caps)
+    # Hand out what rounding left, largest fractional part first (ties: lower class index);
+    # repeat because caps can block a class. Loops over classes, never samples.
+    while (left := total - int(quota.sum())) > 0:
+        open_ = np.flatnonzero(quota < caps)
+        assert open_.size, "callers keep total <= caps.sum()"
+        order = open_[np.argsort(-(ideal[open_] - quota[open_]), kind="stable")]
+        quota[order[:left]] += 1
+    return quota
+
+
+def _stratified_pick(
+    labels: np.ndarray, sizes: list[int], rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Disjoint class-stratified random index sets of the given sizes, each sorted."""
+    classes = np.arange(len(CLASSES))
+    counts = np.bincount(labels, minlength=len(classes))
+    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
+    used = np.zeros(len(classes), np.int64)
+    picks = []
+    for size in sizes:
+        quota = _quotas(counts, size, counts - used)
+        picks.append(
+            np.sort(np.concatenate(
+                [per_class[c][used[c]:used[c] + quota[c]] for c in classes]
+            ).astype(np.int64))
+        )
+        used += quota
+    return picks
+
+
+def _to_split(images: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> Split:
+    return Split(
+        images=torch.from_numpy(np.ascontiguousarray(images[idx])),
+        labels=torch.from_numpy(labels[idx].astype(np.int64)),
+    )
+
+
+def _subset(split: Split, size: int | None, name: str, seed: int, stream: int) -> Split:
+    if size is None:
+        return split
+    if not 0 <= size <= len(split):
+        raise DataError(
+            f"{name}_subset={size} is not possible: the {name} split has {len(split)} images; "
+            f"use a value between 0 and {len(split)}"
+        )
+    labels = split.labels.numpy()
+    # A separate stream per subset so that asking for one subset does not move the others.
+    (idx,) = _stratified_pick(labels, [size], np.random.default_rng([seed, stream]))
+    index = torch.from_numpy(idx)
+    return Split(images=split.images[index].contiguous(), labels=split.labels[index])
+
+
+def make_splits(
+    cache: Path | dict,
+    n_train: int = 40000,
+    n_val: int = 10000,
+    method: str = "auto",
+    seed: int = 0,
+    train_subset: int | None = None,
+    val_subset: int | None = None,
+    test_subset: int | None = None,
+) -> Splits:
+    """Train/val from the cache's training pool, test from its test set.
+
+    method: "head_tail" (train = first n_train, val = last n_val: the study's split of the
+    official archive), "stratified" (seeded, each class proportionally in train and val), or
+    "auto" (head_tail for the official source, stratified for image folders, whose files are
+    ordered class by class). *_subset: optional seeded class-stratified subsets of each split.
+    """
+    if method not in SPLIT_METHODS:
+        raise ValueError(f"unknown split method {method!r}; valid: {', '.join(SPLIT_METHODS)}")
+    data = load_cache(cache) if isinstance(cache, (str, Path)) else cache
+    images, labels = data["train_images"], data["train_labels"]
+    source_kind = str(data["source_kind"])
+    pool = len(labels)
+    if n_train < 0 or n_val < 0 or n_train + n_val > pool:
+        raise DataError(
+            f"n_train={n_train} + n_val={n_val} = {n_train + n_val} does not fit the "
+            f"{pool} training images of the cache; choose sizes that sum to at most {pool}"
+        )
+    if method == "auto":
+        method = "head_tail" if source_kind == "official" else "stratified"
+    if method == "head_tail":
+        train_idx = np.arange(n_train)
+        val_idx = np.arange(pool - n_val, pool)
+    else:
+        train_idx, val_idx = _stratified_pick(
+            labels.astype(np.int64), [n_train, n_val], np.random.default_rng(seed)
+        )
+    test_all = np.arange(len(data["test_labels"]))
+    return Splits(
+        train=_subset(_to_split(images, labels, train_idx), train_subset, "train", seed, 1),
+        val=_subset(_to_split(images, labels, val_idx), val_subset, "val", seed, 2),
+        test=_subset(
+            _to_split(data["test_images"], data["test_labels"], test_all),
+            test_subset, "test", seed, 3,
+        ),
+        classes=[str(c) for c in data["classes"]],
+        checksum=str(data["source_checksum"]),
+        source_kind=source_kind,
+    )
+
+
+__all__ = [
+    "CLASSES",
+    "OFFICIAL_MD5",
+    "OFFICIAL_URL",
+    "SOURCE_KINDS",
+    "SPLIT_METHODS",
+    "DataError",
+    "Split",
+    "Splits",
+    "load_cache",
+    "make_splits",
+    "prepare",
+]

@@ -1,0 +1,164 @@
+"""The study's two networks, built from the hand-written layers, and a registry.
+
+``MLP()`` and ``CNN()`` with no arguments are exactly the study's networks
+(3,159,050 and 3,268,874 trainable parameters). Their arguments switch BatchNorm off,
+set the dropout rate, choose channel-wise dropout in the CNN, and scale the sizes so a
+small variant trains on a CPU.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+
+from torch import Tensor, nn
+
+from .layers import BatchNorm1d, BatchNorm2d, Dropout, Dropout2d
+
+__all__ = ["MLP", "CNN", "MODELS", "build_model", "model_arguments", "count_parameters"]
+
+IMAGE_SHAPE = (3, 32, 32)
+NUM_CLASSES = 10
+
+
+def _dropout_or_identity(p: float, channelwise: bool = False) -> nn.Module:
+    # p = 0 is "no dropout": an Identity, so the ablation and the p = 0 sweep point agree.
+    if p == 0:
+        return nn.Identity()
+    return Dropout2d(p) if channelwise else Dropout(p)
+
+
+class MLP(nn.Module):
+    """Linear(3072, hidden) -> BN1d -> ReLU -> Dropout -> Linear(hidden, 10)."""
+
+    def __init__(
+        self, hidden: int = 1024, bn: bool = True, dropout: float = 0.6,
+        num_classes: int = NUM_CLASSES,
+    ) -> None:
+        super().__init__()
+        if hidden <= 0:
+            raise ValueError(f"hidden must be a positive integer, got {hidden}")
+        in_features = IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]
+        self.fc1 = nn.Linear(in_features, hidden)
+        self.bn = BatchNorm1d(hidden) if bn else nn.Identity()
+        self.act = nn.ReLU()
+        self.dropout = _dropout_or_identity(dropout)
+        self.fc2 = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # (N, 3, 32, 32) -> (N, 3072) -> (N, hidden) -> (N, 10)
+        x = self.fc1(x.flatten(1))
+        return self.fc2(self.dropout(self.act(self.bn(x))))
+
+
+def _pair_list(value: Sequence[int] | int, n: int, name: str) -> list[int]:
+    if isinstance(value, int):
+        return [value] * n
+    value = list(value)
+    if len(value) != n:
+        raise ValueError(f"{name} needs {n} values (one per conv block), got {value}")
+    return value
+
+
+def _pool_out(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+class CNN(nn.Module):
+    """Two blocks [Conv -> BN2d -> ReLU -> Dropout -> MaxPool] and a linear classifier.
+
+    Defaults: Conv(3->128, k5, p2), MaxPool(k5, s3, p2); Conv(128->512, k7, p3),
+    MaxPool(k5, s4, p2); Linear(512 * 3 * 3, 10). ``paddings=None`` keeps the spatial
+    size through each convolution (kernel // 2).
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int] = (128, 512),
+        kernels: Sequence[int] = (5, 7),
+        paddings: Sequence[int] | None = None,
+        pool_kernels: Sequence[int] = (5, 5),
+        pool_strides: Sequence[int] = (3, 4),
+        pool_paddings: Sequence[int] = (2, 2),
+        bn: bool = True,
+        dropout: float = 0.4,
+        dropout2d: bool = False,
+        num_classes: int = NUM_CLASSES,
+    ) -> None:
+        super().__init__()
+        channels = list(channels)
+        if not channels or any(c <= 0 for c in channels):
+            raise ValueError(f"channels must be positive integers, got {channels}")
+        n = len(channels)
+        kernels = _pair_list(kernels, n, "kernels")
+        paddings = [k // 2 for k in kernels] if paddings is None else _pair_list(
+            paddings, n, "paddings")
+        pool_kernels = _pair_list(pool_kernels, n, "pool_kernels")
+        pool_strides = _pair_list(pool_strides, n, "pool_strides")
+        pool_paddings = _pair_list(pool_paddings, n, "pool_paddings")
+        blocks: list[nn.Module] = []
+        size, in_ch = IMAGE_SHAPE[1], IMAGE_SHAPE[0]
+        for i, out_ch in enumerate(channels):
+            if 2 * pool_paddings[i] > pool_kernels[i]:
+                raise ValueError(
+                    f"pool_paddings[{i}]={pool_paddings[i]} must be at most half of "
+                    f"pool_kernels[{i}]={pool_kernels[i]} (a MaxPool2d rule)"
+                )
+            blocks.append(nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, kernels[i], padding=paddings[i]),
+                BatchNorm2d(out_ch) if bn else nn.Identity(),
+                nn.ReLU(),
+                _dropout_or_identity(dropout, channelwise=dropout2d),
+                nn.MaxPool2d(pool_kernels[i], stride=pool_strides[i], padding=pool_paddings[i]),
+            ))
+            size = _pool_out(size + 2 * paddings[i] - kernels[i] + 1, pool_kernels[i],
+                             pool_strides[i], pool_paddings[i])
+            if size <= 0:
+                raise ValueError(f"block {i} shrinks the 32x32 image to nothing; "
+                                 "use smaller kernels/strides")
+            in_ch = out_ch
+        self.features = nn.Sequential(*blocks)
+        self.fc = nn.Linear(in_ch * size * size, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # (N, 3, 32, 32) -> (N, 128, 11, 11) -> (N, 512, 3, 3) -> (N, 4608) -> (N, 10)
+        return self.fc(self.features(x).flatten(1))
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": MLP, "cnn": CNN}
+
+
+def model_arguments(name: str) -> list[str]:
+    """The keyword arguments a registered model accepts."""
+    _check_name(name)
+    return [p for p in inspect.signature(MODELS[name]).parameters if p != "num_classes"]
+
+
+def _check_name(name: str) -> None:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
+
+
+def build_model(name: str, **kwargs: object) -> nn.Module:
+    """Build a registered model; unknown names or arguments list the valid ones."""
+    _check_name(name)
+    valid = model_arguments(name)
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"unknown argument(s) {unknown} for model {name!r}; valid: {', '.join(valid)}"
+        )
+    return MODELS[name](**kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def first_layer_weights(model: nn.Module) -> Tensor:
+    """First-layer weights as images: (units, 3, H, W) for the MLP's fc1 or the CNN's conv1."""
+    if isinstance(model, MLP):
+        return model.fc1.weight.detach().reshape(-1, *IMAGE_SHAPE)
+    if isinstance(model, CNN):
+        return model.features[0][0].weight.detach()
+    raise TypeError(f"no first layer known for {type(model).__name__}")

@@ -1,0 +1,291 @@
+"""Every figure of the study, drawn from the tables and the runs' histories and weights.
+
+With several seeds, curves show the mean with a 95% band (Student t over seeds) and
+summaries show error bars; with one seed the test accuracy's error bar is its binomial
+interval. Nothing here holds a result: all numbers come from ``results/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from .models import build_model, first_layer_weights  # noqa: E402
+from .pipeline import figure_names  # noqa: E402
+
+log = logging.getLogger("cifarlab.plots")
+
+plt.rcParams.update({"figure.dpi": 110, "font.size": 10, "axes.grid": True,
+                     "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False})
+NAMES = {"mlp": "MLP", "cnn": "CNN"}
+SPLIT_STYLE = {"train": "--", "val": "-"}
+
+
+class Histories:
+    """Per-run histories, loaded once."""
+
+    def __init__(self, runs_dir: Path) -> None:
+        self.runs_dir = runs_dir
+        self._cache: dict[str, pd.DataFrame] = {}
+
+    def __getitem__(self, rid: str) -> pd.DataFrame:
+        if rid not in self._cache:
+            self._cache[rid] = pd.read_csv(self.runs_dir / rid / "history.csv")
+        return self._cache[rid]
+
+    def band(self, rids: list[str], column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Epochs, mean and 95% half-width over runs (seeds); 0 width for one run."""
+        frames = [self[r].set_index("epoch")[column] for r in rids]
+        table = pd.concat(frames, axis=1)
+        mean = table.mean(axis=1).to_numpy()
+        n = table.count(axis=1).to_numpy()
+        sd = table.std(axis=1, ddof=1).fillna(0).to_numpy()
+        t = np.array([stats.t.ppf(0.975, k - 1) if k > 1 else 0.0 for k in n])
+        return table.index.to_numpy(), mean, t * sd / np.sqrt(np.maximum(n, 1))
+
+
+def _save(fig: plt.Figure, out: Path, name: str) -> list[Path]:
+    paths = []
+    for ext in ("png", "svg"):
+        p = out / f"{name}.{ext}"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(p, bbox_inches="tight", dpi=130 if ext == "png" else None)
+        paths.append(p)
+    plt.close(fig)
+    return paths
+
+
+def _line(ax, h: Histories, rids, column, label, color, style="-") -> None:
+    x, mean, half = h.band(rids, column)
+    scale = 100.0 if column.endswith("acc") else 1.0
+    ax.plot(x, mean * scale, style, color=color, label=label, lw=1.6)
+    if np.any(half > 0):
+        ax.fill_between(x, (mean - half) * scale, (mean + half) * scale, color=color, alpha=0.18,
+                        lw=0)
+
+
+def _point_runs(points: pd.DataFrame, exp: str, model: str) -> list[tuple[str, list[str], dict]]:
+    sub = points[(points["experiment"] == exp) & (points["model"] == model)]
+    out = []
+    for label, g in sub.sort_values("point_index").groupby("label", sort=False):
+        out.append((label, list(g["run_id"]), g.iloc[0].to_dict()))
+    return out
+
+
+def _legend_triplet(points: pd.DataFrame, rids: list[str]) -> str:
+    g = points.drop_duplicates("run_id").set_index("run_id").loc[rids]
+    return (f"({g['best_train_acc'].mean():.1f}, {g['best_val_acc'].mean():.1f}, "
+            f"{g['test_acc'].mean():.1f})")
+
+
+def _fmt_title(model: str) -> str:
+    return NAMES.get(model, model)
+
+
+def fig_curves(h: Histories, rids: list[str], title: str) -> plt.Figure:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, metric in zip(axes, ("loss", "acc"), strict=True):
+        for split, color in (("train", "tab:blue"), ("val", "tab:orange")):
+            _line(ax, h, rids, f"{split}_{metric}", {"train": "training", "val": "validation"}[
+                split], color, SPLIT_STYLE[split])
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("cross-entropy loss" if metric == "loss" else "accuracy (%)")
+        ax.legend()
+    n = len(rids)
+    suffix = f" (mean and 95% band over {n} seeds)" if n > 1 else ""
+    fig.suptitle(title + suffix)
+    return fig
+
+
+def fig_compare(h: Histories, points: pd.DataFrame, groups: list[tuple[str, list[str], dict]],
+                title: str, legend_title: str) -> plt.Figure:
+    """Accuracy (and loss) curves of several points; legend: (best train, best val, test)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    colors = plt.cm.tab10.colors
+    for i, (label, rids, _row) in enumerate(groups):
+        c = colors[i % len(colors)]
+        trip = _legend_triplet(points, rids)
+        _line(axes[0], h, rids, "train_acc", f"{label} train", c, "--")
+        _line(axes[0], h, rids, "val_acc", f"{label} val {trip}", c, "-")
+        _line(axes[1], h, rids, "train_loss", f"{label} train", c, "--")
+        _line(axes[1], h, rids, "val_loss", f"{label} val", c, "-")
+    axes[0].set_ylabel("accuracy (%)")
+    axes[1].set_ylabel("cross-entropy loss")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    axes[0].legend(fontsize=8, title=legend_title, title_fontsize=8)
+    axes[1].legend(fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+def fig_sweep_curves(h: Histories, groups, title: str, key: str) -> plt.Figure:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    cmap = plt.cm.viridis
+    for i, (label, rids, _row) in enumerate(groups):
+        c = cmap(i / max(len(groups) - 1, 1))
+        _line(axes[0], h, rids, "train_acc", f"{key}={label}", c)
+        _line(axes[1], h, rids, "val_acc", f"{key}={label}", c)
+    axes[0].set_title("training accuracy (train mode, averaged over the epoch)")
+    axes[1].set_title("validation accuracy (eval mode)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    axes[0].set_ylabel("accuracy (%)")
+    axes[1].legend(fontsize=8, ncol=2)
+    fig.suptitle(title)
+    return fig
+
+
+def fig_sweep_summary(table: pd.DataFrame, title: str, xlabel: str, log_x: bool) -> plt.Figure:
+    models = list(dict.fromkeys(table["model"]))
+    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        t = table[table["model"] == model].sort_values("point_index")
+        x = pd.to_numeric(t["value"], errors="coerce")
+        if x.isna().any():
+            x = np.arange(len(t))
+            ax.set_xticks(x, t["label"])
+        for col, color, name in (("train_acc", "tab:blue", "train (at best val)"),
+                                 ("val_acc", "tab:orange", "validation (best)"),
+                                 ("test_acc", "tab:green", "test (at best val)")):
+            y = t[f"{col}_mean"].to_numpy()
+            low, high = t[f"{col}_low"].to_numpy(), t[f"{col}_high"].to_numpy()
+            err = np.vstack([y - low, high - y])
+            err = np.where(np.isfinite(err), err, 0)
+            ax.errorbar(x, y, yerr=err, marker="o", color=color, label=name, capsize=3, lw=1.5)
+        if log_x:
+            ax.set_xscale("log")
+            ax.set_xticks(list(x), [str(v) for v in t["label"]])
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(_fmt_title(model))
+        ax.legend(fontsize=8)
+    fig.suptitle(title + " (error bars: 95% interval)")
+    return fig
+
+
+def _unit_images(w: torch.Tensor, n: int) -> np.ndarray:
+    """(units, 3, H, W) -> (n, H, W, 3) in [0, 1], each unit scaled by its own range."""
+    w = w[:n].float()
+    lo = w.flatten(1).min(1).values.view(-1, 1, 1, 1)
+    hi = w.flatten(1).max(1).values.view(-1, 1, 1, 1)
+    return ((w - lo) / (hi - lo).clamp_min(1e-12)).permute(0, 2, 3, 1).numpy()
+
+
+def _load_model(runs_dir: Path, rid: str, spec: dict):
+    model = build_model(spec["model"], **spec["arch"])
+    state = torch.load(runs_dir / rid / "best.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model
+
+
+def fig_weights(panels: list[tuple[str, np.ndarray]], title: str, cols: int = 8) -> plt.Figure:
+    rows = math.ceil(max(len(p[1]) for p in panels) / cols)
+    fig, axes = plt.subplots(rows, cols * len(panels) + len(panels) - 1,
+                             figsize=(1.1 * (cols * len(panels) + 1), 1.1 * rows + 0.8),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for p, (name, imgs) in enumerate(panels):
+        offset = p * (cols + 1)
+        for i, img in enumerate(imgs):
+            ax = axes[i // cols, offset + i % cols]
+            ax.imshow(img, interpolation="nearest")
+        axes[0, offset + cols // 2].set_title(name, fontsize=10)
+    fig.suptitle(title)
+    return fig
+
+
+def make_figures(tables: Path, runs_dir: Path, out: Path) -> list[Path]:
+    """Draw every figure `figure_names(plan)` promises; returns the files written."""
+    plan = json.loads((tables / "plan.json").read_text())
+    runs = pd.read_csv(tables / "runs.csv")
+    points = pd.read_csv(tables / "points.csv", dtype={"label": str})
+    points = points.merge(runs[["run_id", "best_train_acc", "best_val_acc"]], on="run_id",
+                          how="left", suffixes=("", "_run"))
+    for col in ("best_train_acc", "best_val_acc"):
+        if f"{col}_run" in points:
+            points[col] = points.pop(f"{col}_run")
+    h = Histories(runs_dir)
+    written: list[Path] = []
+    expected = figure_names(plan)
+    models = sorted(set(runs["model"]))
+
+    def baseline(model: str) -> list[str]:
+        b = runs[(runs["model"] == model) & runs["baseline"]]
+        if b.empty:  # no experiment holds the baseline: the best run by validation
+            b = runs[runs["model"] == model].nlargest(1, "val_acc")
+        return list(b["run_id"])
+
+    for model in models:
+        rids = baseline(model)
+        r = runs.set_index("run_id").loc[rids[0]]
+        written += _save(fig_curves(h, rids, f"{_fmt_title(model)} baseline: loss and accuracy "
+                                    f"(best val at epoch {int(r['best_epoch'])})"),
+                         out, f"curves_{model}")
+    for exp in dict.fromkeys(points["experiment"]):
+        exp_models = sorted(set(points[points["experiment"] == exp]["model"]))
+        table_path = tables / f"experiment_{exp}.csv"
+        if exp in ("ablation", "dropout2d"):
+            for model in exp_models if exp == "ablation" else exp_models[:1]:
+                groups = _point_runs(points, exp, model)
+                name = f"ablation_{model}" if exp == "ablation" else "dropout2d"
+                title = (f"{_fmt_title(model)}: without BatchNorm, without Dropout"
+                         if exp == "ablation" else "CNN: element-wise Dropout vs Dropout2d")
+                written += _save(fig_compare(h, points, groups, title,
+                                             "(best train, best val, test at best val) %"),
+                                 out, name)
+            continue
+        for model in exp_models:
+            groups = _point_runs(points, exp, model)
+            label = "p" if exp == "dropout_rate" else ("batch" if exp == "batch_size" else exp)
+            written += _save(fig_sweep_curves(h, groups, f"{_fmt_title(model)}: {exp} sweep",
+                                              label), out, f"{exp}_{model}")
+        table = pd.read_csv(table_path, dtype={"label": str})
+        xlabel = {"dropout_rate": "dropout rate p", "batch_size": "batch size"}.get(exp, exp)
+        written += _save(fig_sweep_summary(table, f"{exp}: accuracy at the best-validation "
+                                           "epoch", xlabel, exp == "batch_size"),
+                         out, f"{exp}_summary")
+
+    by_id = {rid: e["spec"] for rid, e in plan.items()}
+    if "mlp" in models:
+        with_do = baseline("mlp")[0]
+        cands = runs[(runs["model"] == "mlp") & (runs["arch.dropout"] == 0)
+                     & (runs["arch.bn"] == by_id[with_do]["arch"]["bn"])
+                     & (runs["batch_size"] == by_id[with_do]["batch_size"])]
+        panels = [(f"with Dropout (p={by_id[with_do]['arch']['dropout']:g})",
+                   _unit_images(first_layer_weights(_load_model(runs_dir, with_do,
+                                                                by_id[with_do])), 32))]
+        if not cands.empty:
+            rid = cands.iloc[0]["run_id"]
+            panels.append(("without Dropout", _unit_images(first_layer_weights(
+                _load_model(runs_dir, rid, by_id[rid])), 32)))
+        written += _save(fig_weights(panels, "MLP first-layer weights as 32x32 colour images "
+                                     "(first 32 units, each scaled to its own range)"),
+                         out, "weights_mlp")
+    if "cnn" in models:
+        rid = baseline("cnn")[0]
+        w = first_layer_weights(_load_model(runs_dir, rid, by_id[rid]))
+        written += _save(fig_weights([("conv1", _unit_images(w, 64))],
+                                     f"CNN first-layer filters ({w.shape[2]}x{w.shape[3]}, "
+                                     "first 64, each scaled to its own range)"),
+                         out, "filters_cnn")
+    for rid in sorted(plan):
+        written += _save(fig_curves(h, [rid], f"run {rid}"), out, f"runs/{rid}")
+
+    missing = [n for n in expected if not (out / f"{n}.png").exists()]
+    if missing:
+        raise RuntimeError(f"figures promised by the plan were not drawn: {missing}")
+    log.info("wrote %d figure files to %s", len(written), out)
+    return written

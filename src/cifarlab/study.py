@@ -1,0 +1,223 @@
+"""From a study configuration to canonical run specs, one per distinct grid point and seed.
+
+A *run spec* holds everything that decides a run's result: model and its full argument
+set, optimiser settings, batch size, epochs, seed, precision and the data split. Its id is
+a readable prefix plus a hash of the canonical JSON, so identical grid points from
+different experiments are one run, and changing a default creates new runs beside the
+old ones instead of overwriting them.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import json
+from typing import Any
+
+from .models import MODELS, model_arguments
+
+__all__ = [
+    "ConfigError", "OPTIMIZERS", "PRECISIONS", "canonical_spec", "run_id", "build_plan",
+    "validate_config",
+]
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+PRECISIONS = ("fp32", "bf16")
+SPEC_KEYS = ("arch", "optimizer", "lr", "weight_decay", "momentum", "batch_size", "epochs")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the key and the valid choices."""
+
+
+def _model_defaults(name: str) -> dict[str, Any]:
+    sig = inspect.signature(MODELS[name])
+    out = {}
+    for arg in model_arguments(name):
+        default = sig.parameters[arg].default
+        out[arg] = list(default) if isinstance(default, tuple) else default
+    return out
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _set_path(d: dict, dotted: str, value: Any) -> dict:
+    out = copy.deepcopy(d)
+    node = out
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+    node[keys[-1]] = value
+    return out
+
+
+def data_identity(data_cfg: dict) -> str:
+    """What identifies the data a run saw: the official archive's MD5 or the folder path."""
+    kind = data_cfg.get("source", "url")
+    if kind in ("url", "archive"):
+        return f"official:{data_cfg.get('md5') or 'unverified'}"
+    return f"folder:{data_cfg.get('path')}"
+
+
+def canonical_spec(model: str, settings: dict, seed: int, split: dict, data: str,
+                   precision: str = "fp32") -> dict:
+    """The canonical, fully explicit spec of one run (defaults filled in, numbers typed)."""
+    arch = _deep_merge(_model_defaults(model), settings.get("arch") or {})
+    for key, value in arch.items():
+        if isinstance(value, tuple):
+            arch[key] = list(value)
+    if "dropout" in arch:
+        arch["dropout"] = float(arch["dropout"])
+        if arch["dropout"] == 0.0 and "dropout2d" in arch:
+            arch["dropout2d"] = False  # no dropout: the kind of dropout does not matter
+    optimizer = settings["optimizer"]
+    spec = {
+        "model": model,
+        "arch": arch,
+        "optimizer": optimizer,
+        "lr": float(settings["lr"]),
+        "weight_decay": float(settings["weight_decay"]),
+        "momentum": float(settings.get("momentum", 0.9)) if optimizer == "sgd" else None,
+        "batch_size": int(settings["batch_size"]),
+        "epochs": int(settings["epochs"]),
+        "seed": int(seed),
+        "precision": precision,
+        "data": {"source": data, **{k: split.get(k) for k in sorted(split)}},
+    }
+    return spec
+
+
+def run_id(spec: dict) -> str:
+    """Readable prefix + 10 hex digits of the canonical spec's SHA-1."""
+    digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+    arch = spec["arch"]
+    parts = [spec["model"], "bn" if arch.get("bn", True) else "nobn"]
+    if "dropout" in arch:
+        kind = "d2" if arch.get("dropout2d") else "p"
+        parts.append(f"{kind}{arch['dropout']:g}")
+    parts += [f"bs{spec['batch_size']}", f"s{spec['seed']}"]
+    return "-".join(parts) + "-" + digest
+
+
+def _fail(key: str, problem: str, fix: str) -> None:
+    raise ConfigError(f"config key '{key}': {problem}; {fix}")
+
+
+def _check_model_settings(key: str, model: str, settings: dict, max_batch: int) -> None:
+    valid_args = model_arguments(model)
+    unknown = sorted(set(settings.get("arch") or {}) - set(valid_args))
+    if unknown:
+        _fail(f"{key}.arch", f"unknown argument(s) {unknown} for model '{model}'",
+              f"valid arguments: {', '.join(valid_args)}")
+    unknown = sorted(set(settings) - set(SPEC_KEYS))
+    if unknown:
+        _fail(key, f"unknown setting(s) {unknown}", f"valid settings: {', '.join(SPEC_KEYS)}")
+    opt = settings.get("optimizer")
+    if opt not in OPTIMIZERS:
+        _fail(f"{key}.optimizer", f"unknown optimizer {opt!r}",
+              f"valid optimizers: {', '.join(OPTIMIZERS)}")
+    p = (settings.get("arch") or {}).get("dropout")
+    if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float))
+                          or not 0 <= p < 1):
+        _fail(f"{key}.arch.dropout", f"dropout rate {p!r} is outside [0, 1)",
+              "use 0 for no dropout and a value below 1 otherwise")
+    bs = settings.get("batch_size")
+    if not isinstance(bs, int) or isinstance(bs, bool) or bs < 1:
+        _fail(f"{key}.batch_size", f"batch size {bs!r} is not a positive integer",
+              "use e.g. 100")
+    if bs > max_batch:
+        _fail(f"{key}.batch_size", f"batch size {bs} is larger than the training split "
+              f"({max_batch} images)", f"use at most {max_batch}")
+    for num in ("lr", "weight_decay", "epochs"):
+        v = settings.get(num)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            _fail(f"{key}.{num}", f"{v!r} is not a non-negative number", "give a number")
+    if settings["epochs"] < 1:
+        _fail(f"{key}.epochs", f"{settings['epochs']} epochs", "train for at least 1 epoch")
+
+
+def train_split_size(config: dict) -> int:
+    split = config.get("split", {})
+    return int(split.get("train_subset") or split.get("n_train", 40000))
+
+
+def _experiment_points(name: str, exp: dict) -> list[tuple[str, Any, dict]]:
+    """(label, value, override) for each point of an experiment."""
+    if "points" in exp:
+        return [(str(label), label, ov or {}) for label, ov in exp["points"].items()]
+    sweep = exp["sweep"]
+    return [(f"{value:g}" if isinstance(value, float) else str(value), value,
+             _set_path({}, sweep["key"], value)) for value in sweep["values"]]
+
+
+def validate_config(config: dict) -> None:
+    """Semantic checks the JSON schema cannot express; raises ConfigError."""
+    models = config.get("models", {})
+    for name in models:
+        if name not in MODELS:
+            _fail(f"models.{name}", f"unknown model {name!r}",
+                  f"valid models: {', '.join(sorted(MODELS))}")
+    max_batch = train_split_size(config)
+    for name, settings in models.items():
+        _check_model_settings(f"models.{name}", name, settings, max_batch)
+    if config.get("precision", "fp32") not in PRECISIONS:
+        _fail("precision", f"unknown precision {config.get('precision')!r}",
+              f"valid: {', '.join(PRECISIONS)}")
+    for ename, exp in config.get("experiments", {}).items():
+        if ("points" in exp) == ("sweep" in exp):
+            _fail(f"experiments.{ename}", "needs exactly one of 'points' or 'sweep'",
+                  "see config/README.md")
+        for model in exp.get("models", []):
+            if model not in models:
+                _fail(f"experiments.{ename}.models", f"model {model!r} has no settings "
+                      "under 'models'", f"defined models: {', '.join(models)}")
+            for label, _value, override in _experiment_points(ename, exp):
+                merged = _deep_merge(models[model], override)
+                _check_model_settings(f"experiments.{ename}[{label}] ({model})", model,
+                                      merged, max_batch)
+    split = config.get("split", {})
+    for key in ("train_subset", "val_subset"):
+        limit = split.get("n_train" if key == "train_subset" else "n_val")
+        if split.get(key) and limit and split[key] > limit:
+            _fail(f"split.{key}", f"{split[key]} is larger than the split it is drawn from "
+                  f"({limit})", f"use at most {limit}")
+
+
+def build_plan(config: dict) -> dict[str, dict]:
+    """run_id -> {"spec": spec, "members": [{experiment, model, label, value}, ...]}.
+
+    Identical specs from different experiments collapse into one entry whose
+    ``members`` lists every grid point it stands for.
+    """
+    validate_config(config)
+    split = dict(config.get("split", {}))
+    data = data_identity(config.get("data", {}))
+    precision = config.get("precision", "fp32")
+    plan: dict[str, dict] = {}
+    for ename, exp in config.get("experiments", {}).items():
+        for model in exp["models"]:
+            for label, value, override in _experiment_points(ename, exp):
+                settings = _deep_merge(config["models"][model], override)
+                for seed in config.get("seeds", [0]):
+                    spec = canonical_spec(model, settings, seed, split, data, precision)
+                    rid = run_id(spec)
+                    entry = plan.setdefault(rid, {"spec": spec, "members": []})
+                    entry["members"].append({"experiment": ename, "model": model,
+                                             "label": label, "value": value, "seed": seed})
+    # The baseline of each model (its settings without overrides) is what the study's
+    # headline numbers and curves describe.
+    for model, settings in config.get("models", {}).items():
+        for seed in config.get("seeds", [0]):
+            rid = run_id(canonical_spec(model, settings, seed, split, data, precision))
+            if rid in plan:
+                plan[rid]["baseline"] = True
+    return plan

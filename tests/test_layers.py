@@ -1,0 +1,179 @@
+"""Hand-written BatchNorm/Dropout against torch's own layers."""
+
+import ast
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.testing import assert_close
+
+from cifarlab import layers
+
+SRC = Path(layers.__file__).parent
+
+PAIRS = [
+    (layers.BatchNorm1d, nn.BatchNorm1d, (16, 7)),
+    (layers.BatchNorm1d, nn.BatchNorm1d, (8, 7, 5)),
+    (layers.BatchNorm2d, nn.BatchNorm2d, (6, 7, 5, 4)),
+]
+
+
+def test_no_torch_norm_or_dropout_in_package():
+    banned = {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "batch_norm", "dropout",
+              "Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "alpha_dropout",
+              "feature_alpha_dropout", "dropout2d", "native_batch_norm"}
+    for path in SRC.rglob("*.py"):
+        if path.name == "bench.py":  # the benchmark compares against torch's layers on purpose
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in banned:
+                base = ast.unparse(node.value)
+                assert base not in {"nn", "F", "torch.nn", "torch.nn.functional", "torch"}, (
+                    f"{path.name}:{node.lineno} uses {base}.{node.attr}")
+
+
+@pytest.mark.parametrize("ours_cls,theirs_cls,shape", PAIRS)
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_batchnorm_matches_torch_train_and_eval(ours_cls, theirs_cls, shape, momentum):
+    torch.manual_seed(0)
+    c = shape[1]
+    ours, theirs = ours_cls(c, momentum=momentum), theirs_cls(c, momentum=momentum)
+    with torch.no_grad():
+        w, b = torch.randn(c), torch.randn(c)
+        for m in (ours, theirs):
+            m.weight.copy_(w)
+            m.bias.copy_(b)
+    for step in range(4):  # running statistics after several steps
+        x = (torch.randn(shape) * (step + 1) + step).requires_grad_()
+        x2 = x.detach().clone().requires_grad_()
+        dy = torch.randn(shape)
+        y1, y2 = ours(x), theirs(x2)
+        assert_close(y1, y2)
+        y1.backward(dy)
+        y2.backward(dy)
+        assert_close(x.grad, x2.grad, rtol=1e-4, atol=1e-5)
+        assert_close(ours.weight.grad, theirs.weight.grad, rtol=1e-4, atol=1e-4)
+        assert_close(ours.bias.grad, theirs.bias.grad)
+        for m in (ours, theirs):
+            m.weight.grad = m.bias.grad = None
+    assert_close(ours.running_mean, theirs.running_mean)
+    assert_close(ours.running_var, theirs.running_var)
+    assert ours.num_batches_tracked.item() == theirs.num_batches_tracked.item() == 4
+
+    ours.eval()
+    theirs.eval()
+    x = torch.randn(shape, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    y1, y2 = ours(x), theirs(x2)
+    assert_close(y1, y2)
+    y1.sum().backward()
+    y2.sum().backward()
+    assert_close(x.grad, x2.grad)
+    assert_close(ours.weight.grad, theirs.weight.grad, rtol=1e-4, atol=1e-4)
+    # eval mode does not touch the running statistics
+    assert_close(ours.running_mean, theirs.running_mean)
+
+
+def test_batchnorm_float64_gradcheck():
+    torch.manual_seed(1)
+    for cls, shape in ((layers.BatchNorm1d, (5, 3)), (layers.BatchNorm2d, (3, 2, 3, 3))):
+        m = cls(shape[1]).double()
+        with torch.no_grad():
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.normal_()
+        x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda t, m=m: m(t), (x,))
+
+
+def test_batchnorm_state_dict_round_trip_with_torch():
+    ours = layers.BatchNorm2d(4)
+    ours(torch.randn(8, 4, 3, 3) * 3 + 1)
+    theirs = nn.BatchNorm2d(4)
+    theirs.load_state_dict(ours.state_dict())
+    assert_close(theirs.running_var, ours.running_var)
+    back = layers.BatchNorm2d(4)
+    back.load_state_dict(theirs.state_dict())
+    assert set(ours.state_dict()) == set(theirs.state_dict())
+    assert "running_mean" in dict(ours.named_buffers())
+    assert "num_batches_tracked" in dict(ours.named_buffers())
+    assert "4, eps=1e-05, momentum=0.1" in repr(ours)
+
+
+def test_batchnorm_eval_uses_running_stats_only():
+    m = layers.BatchNorm1d(3)
+    m.train()
+    m(torch.randn(32, 3) * 2 + 5)
+    m.eval()
+    x = torch.randn(4, 3)
+    expected = (x - m.running_mean) / torch.sqrt(m.running_var + m.eps) * m.weight + m.bias
+    assert_close(m(x), expected)
+    # the output of one sample does not depend on the rest of the batch in eval mode
+    assert_close(m(x[:1]), m(x)[:1])
+
+
+def test_batchnorm_bad_input():
+    with pytest.raises(ValueError, match="channels"):
+        layers.BatchNorm1d(3)(torch.randn(4, 5))
+    with pytest.raises(ValueError, match="4D"):
+        layers.BatchNorm2d(3)(torch.randn(4, 3))
+    with pytest.raises(ValueError, match="more than one value"):
+        layers.BatchNorm1d(3)(torch.randn(1, 3))
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0, 1.5, "0.5"])
+def test_dropout_rejects_bad_p(p):
+    for cls in (layers.Dropout, layers.Dropout2d):
+        with pytest.raises(ValueError, match=r"\[0, 1\)"):
+            cls(p)
+
+
+def test_dropout_identity_in_eval_and_p0():
+    x = torch.randn(10, 4, 3, 3)
+    for cls in (layers.Dropout, layers.Dropout2d):
+        assert cls(0.5).eval()(x) is x
+        assert cls(0.0).train()(x) is x
+
+
+@pytest.mark.parametrize("p", [0.1, 0.4, 0.6, 0.9])
+def test_dropout_rate_and_scaling(p):
+    torch.manual_seed(123)
+    x = torch.ones(200, 1000)
+    y = layers.Dropout(p).train()(x)
+    kept = y != 0
+    rate = 1 - kept.float().mean().item()
+    sigma = (p * (1 - p) / x.numel()) ** 0.5
+    assert abs(rate - p) < 5 * sigma
+    assert_close(y[kept], torch.full_like(y[kept], 1 / (1 - p)))
+    assert abs(y.mean().item() - 1.0) < 0.02  # unbiased in expectation
+
+
+def test_dropout_gradient_uses_the_same_mask():
+    torch.manual_seed(0)
+    x = torch.randn(50, 40, requires_grad=True)
+    y = layers.Dropout(0.3).train()(x)
+    y.sum().backward()
+    mask = (y != 0).float() / 0.7
+    assert_close(x.grad, mask)
+
+
+def test_dropout2d_zeroes_whole_channels():
+    torch.manual_seed(7)
+    p = 0.4
+    x = torch.randn(400, 32, 5, 5).abs() + 0.1
+    y = layers.Dropout2d(p).train()(x)
+    per_channel = (y == 0).flatten(2)
+    # each (sample, channel) is either entirely zero or entirely kept
+    assert bool((per_channel.all(-1) | (~per_channel).all(-1)).all())
+    rate = per_channel.all(-1).float().mean().item()
+    assert abs(rate - p) < 5 * (p * (1 - p) / (400 * 32)) ** 0.5
+    kept = ~per_channel.all(-1)
+    assert_close(y.flatten(2)[kept], x.flatten(2)[kept] / (1 - p))
+
+
+def test_dropout_seeded_is_reproducible():
+    torch.manual_seed(3)
+    a = layers.Dropout(0.5)(torch.ones(100))
+    torch.manual_seed(3)
+    b = layers.Dropout(0.5)(torch.ones(100))
+    assert torch.equal(a, b)

@@ -1,0 +1,33 @@
+# Every run's metrics and history -> tables (CSV), the long-format export and the
+# comparison with the published numbers.
+
+
+rule aggregate:
+    input:
+        metrics=expand("results/runs/{run}/metrics.json", run=RUNS),
+        histories=expand("results/runs/{run}/history.csv", run=RUNS),
+    output:
+        runs=report("results/tables/runs.csv", caption="../report/runs.rst", category="Tables"),
+        published=report(
+            "results/tables/published.csv", caption="../report/published.rst", category="Tables"
+        ),
+        effects=report(
+            "results/tables/effects.csv", caption="../report/effects.rst", category="Tables"
+        ),
+        points="results/tables/points.csv",
+        experiments=expand("results/tables/experiment_{name}.csv", name=list(config["experiments"])),
+        long_csv="results/tables/history_long.csv",
+        long_parquet="results/tables/history_long.parquet",
+        plan="results/tables/plan.json",
+    params:
+        plan=PLAN,
+        profile=config.get("profile", ""),
+        runs="results/runs",
+        out="results/tables",
+    log:
+        "logs/aggregate.log",
+    conda:
+        "../envs/cifarlab.yaml"
+    localrule: True
+    script:
+        "../scripts/aggregate.py"

@@ -1,0 +1,40 @@
+# Shared set-up: the study's plan (one canonical run per distinct grid point and seed),
+# the per-run resources, and the device notice shown before anything trains.
+import json
+import sys
+
+from snakemake.exceptions import WorkflowError
+
+from cifarlab import pipeline
+from cifarlab.study import ConfigError, build_plan
+
+try:
+    PLAN = build_plan(config)
+except ConfigError as exc:
+    raise WorkflowError(f"invalid configuration: {exc}") from None
+
+RUNS = sorted(PLAN)
+TRAIN = config.get("train", {})
+REPORT_DIR = config.get("report_dir", "report")
+FIGURES = pipeline.figure_names(PLAN)
+
+
+wildcard_constraints:
+    run="|".join(RUNS) if RUNS else "NO_RUNS",
+
+
+def run_spec_json(wildcards):
+    return json.dumps(PLAN[wildcards.run]["spec"], sort_keys=True)
+
+
+def run_runtime(wildcards):
+    return pipeline.runtime_minutes(
+        PLAN[wildcards.run]["spec"],
+        gpu=TRAIN.get("gpus", 0) > 0,
+        threads=TRAIN.get("threads", 1),
+        scale=TRAIN.get("runtime_scale", 1.0),
+    )
+
+
+onstart:
+    print(pipeline.device_notice(config, n_runs=len(RUNS)), file=sys.stderr)

@@ -1,0 +1,27 @@
+# Every figure of the study, drawn from the tables and the runs' histories and weights.
+
+
+rule figures:
+    input:
+        runs="results/tables/runs.csv",
+        points="results/tables/points.csv",
+        histories=expand("results/runs/{run}/history.csv", run=RUNS),
+        weights=expand("results/runs/{run}/best.pt", run=RUNS),
+    output:
+        png=[
+            report(f"results/figures/{name}.png", caption="../report/figure.rst", category="Figures")
+            for name in FIGURES
+        ],
+        svg=[f"results/figures/{name}.svg" for name in FIGURES],
+    params:
+        tables="results/tables",
+        runs="results/runs",
+        out="results/figures",
+    log:
+        "logs/figures.log",
+    conda:
+        "../envs/cifarlab.yaml"
+    localrule: True
+    shell:
+        "cifarlab figures --tables {params.tables} --runs {params.runs} --out {params.out} "
+        "> {log} 2>&1"

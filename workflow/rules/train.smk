@@ -1,0 +1,32 @@
+# One job per run. The run's folder name is its canonical id, so a changed setting trains
+# a new run beside the old one. The resumable checkpoint is deliberately not an output:
+# Snakemake deletes the outputs of a failed job, and a retried job must resume from it.
+
+
+rule train:
+    input:
+        # ancient: re-preparing identical data must not retrain every run
+        data=ancient("results/data/cifar10.npz"),
+    output:
+        metrics="results/runs/{run}/metrics.json",
+        history="results/runs/{run}/history.csv",
+        weights="results/runs/{run}/best.pt",
+    params:
+        spec=run_spec_json,
+        device=TRAIN.get("device", "auto"),
+        flags="--channels-last" if TRAIN.get("channels_last", False) else "",
+        out="results/runs/{run}",
+    log:
+        "logs/train/{run}.log",
+    benchmark:
+        "results/benchmarks/train/{run}.tsv"
+    threads: TRAIN.get("threads", 1)
+    resources:
+        mem_mb=TRAIN.get("mem_mb", 6000),
+        runtime=run_runtime,
+        gpu=TRAIN.get("gpus", 0),
+    conda:
+        "../envs/cifarlab.yaml"
+    shell:
+        "cifarlab train --spec {params.spec:q} --data {input.data} --out {params.out} "
+        "--threads {threads} --device {params.device} {params.flags} > {log} 2>&1"
