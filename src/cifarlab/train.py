@@ -40,7 +40,7 @@ from .data import Splits
 from .models import build_model, count_parameters
 from .system import cpu_model
 
-__all__ = ["train_run", "resolve_device", "set_threads", "normalize", "evaluate",
+__all__ = ["train_run", "train_epoch", "resolve_device", "set_threads", "normalize", "evaluate",
            "make_optimizer", "RunError", "HISTORY_COLUMNS"]
 
 log = logging.getLogger("cifarlab.train")
@@ -112,6 +112,33 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, precision: str = "fp32",
     model.train(was_training)
     n = max(len(x), 1)
     return loss_sum.item() / n, correct.item() / n
+
+
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor,
+                perm: Tensor, batch_size: int, precision: str = "fp32",
+                on_step: Callable[[], object] | None = None) -> tuple[Tensor, Tensor]:
+    """One epoch over ``perm`` in batches (last partial batch dropped).
+
+    Returns the sum of the batches' mean losses and the number of correct predictions,
+    both as device tensors: nothing here waits for the device.
+    """
+    steps = len(perm) // batch_size
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    for i in range(steps):
+        idx = perm[i * batch_size:(i + 1) * batch_size]
+        xb, yb = x[idx], y[idx]
+        with _autocast(x.device, precision):
+            logits = model(xb)
+            loss = F.cross_entropy(logits.float(), yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach()
+        correct += (logits.argmax(1) == yb).sum()
+        if on_step is not None:
+            on_step()
+    return loss_sum, correct
 
 
 def _autocast(device: torch.device, precision: str):
@@ -266,22 +293,9 @@ def train_run(
         t0 = time.perf_counter()
         model.train()
         perm = torch.randperm(n, generator=perm_gen).to(dev)
-        loss_sum = torch.zeros((), device=dev)
-        correct = torch.zeros((), device=dev, dtype=torch.long)
         bar = _bar(steps, f"epoch {epoch}/{epochs}", show_bar)
-        for i in range(steps):
-            idx = perm[i * bs:(i + 1) * bs]
-            xb, yb = x_train[idx], y_train[idx]
-            with _autocast(dev, precision):
-                logits = model(xb)
-                loss = F.cross_entropy(logits.float(), yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach()
-            correct += (logits.argmax(1) == yb).sum()
-            if bar is not None:
-                bar.update()
+        loss_sum, correct = train_epoch(model, optimizer, x_train, y_train, perm, bs,
+                                        precision, on_step=bar.update if bar else None)
         if bar is not None:
             bar.close()
         train_loss = loss_sum.item() / steps

@@ -27,13 +27,16 @@ def run_spec_json(wildcards):
     return json.dumps(PLAN[wildcards.run]["spec"], sort_keys=True)
 
 
-def run_runtime(wildcards):
-    return pipeline.runtime_minutes(
+def run_runtime(wildcards, attempt):
+    # Each retry (e.g. after a cluster time limit) asks for more time and resumes
+    # from the run's last completed epoch.
+    minutes = TRAIN.get("runtime_minutes") or pipeline.runtime_minutes(
         PLAN[wildcards.run]["spec"],
         gpu=TRAIN.get("gpus", 0) > 0,
         threads=TRAIN.get("threads", 1),
         scale=TRAIN.get("runtime_scale", 1.0),
     )
+    return minutes * attempt
 
 
 onstart:
