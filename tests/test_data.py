@@ -172,7 +172,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Server:
             pass
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     state.base = f"http://127.0.0.1:{httpd.server_address[1]}"
     yield state
@@ -427,11 +427,20 @@ def test_folder_tarball(folder: Path, tmp_path: Path) -> None:
     meta = prepare("folder", str(tarball), out, workdir=work, progress=False)
     _check_folder_cache(load_cache(out))
     assert meta["source_checksum"] == hashlib.sha256(tarball.read_bytes()).hexdigest()
-    assert _dir_entries(work) == []  # extraction dir removed
+    assert not work.exists()  # decoded from memory: no extraction directory
     md5 = hashlib.md5(tarball.read_bytes()).hexdigest()
     prepare("folder", str(tarball), out, md5=md5, workdir=work, progress=False)
     with pytest.raises(DataError, match="MD5"):
         prepare("folder", str(tarball), out, md5="1" * 32, workdir=work, progress=False)
+
+
+def test_folder_tarball_with_wrapping_dir_and_hidden_files(folder: Path, tmp_path: Path) -> None:
+    tarball = tmp_path / "wrapped.tar"
+    with tarfile.open(tarball, "w") as tar:
+        tar.add(folder, arcname="./cifar10-jpeg")
+        _add_bytes(tar, "cifar10-jpeg/train/cat/._000.png", b"macOS resource fork, not an image")
+    prepare("folder", str(tarball), tmp_path / "c.npz", progress=False)
+    _check_folder_cache(load_cache(tmp_path / "c.npz"))
 
 
 def test_folder_wrong_classes(tmp_path: Path) -> None:
@@ -449,6 +458,11 @@ def test_folder_wrong_size(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="33x32") as err:
         prepare("folder", str(root), tmp_path / "c.npz", progress=False)
     assert str(bad) in str(err.value)
+    tarball = _tar_dir(root, tmp_path / "f.tgz")
+    with pytest.raises(DataError, match="33x32") as err:
+        prepare("folder", str(tarball), tmp_path / "c.npz", progress=False)
+    assert f"{tarball}:train/dog/big.png" in str(err.value)
+    assert not (tmp_path / "c.npz").exists()
 
 
 def test_folder_grayscale_converted(tmp_path: Path) -> None:
@@ -497,8 +511,8 @@ def test_folder_tarball_unsafe_members(folder: Path, tmp_path: Path, member: tar
     work = tmp_path / "a" / "b" / "work"
     with pytest.raises(DataError, match=why):
         prepare("folder", str(tarball), tmp_path / "c.npz", workdir=work, progress=False)
-    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b", "evil.tar.gz", "work"]
-    assert _dir_entries(work) == []
+    # Nothing written anywhere: no evil.png, no extraction directory, no cache.
+    assert [p.name for p in tmp_path.rglob("*")] == ["evil.tar.gz"]
 
 
 def test_folder_bad_location(tmp_path: Path) -> None:

@@ -33,12 +33,15 @@ def _load_spec(value: str) -> dict:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from .data import OFFICIAL_URL, prepare
+    from .data import OFFICIAL_MD5, OFFICIAL_URL, prepare
 
-    location = args.url or OFFICIAL_URL if args.source == "url" else args.path
+    location = (args.url or OFFICIAL_URL) if args.source == "url" else args.path
     if args.source != "url" and not location:
         raise SystemExit(f"error: --source {args.source} needs --path (the archive or folder)")
-    md5 = None if (args.md5 or "").lower() in ("", "none", "null") else args.md5
+    if args.md5 is None:  # the official archive is always verified unless told otherwise
+        md5 = OFFICIAL_MD5 if args.source in ("url", "archive") else None
+    else:
+        md5 = None if args.md5.lower() in ("", "none", "null") else args.md5
     meta = prepare(args.source, location, Path(args.out), md5=md5,
                    workdir=Path(args.workdir) if args.workdir else None,
                    progress=not args.no_progress)
@@ -147,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--source", choices=SOURCE_KINDS, default="url")
     s.add_argument("--url", help="archive URL (default: the official one)")
     s.add_argument("--path", help="local cifar-10-python.tar.gz, or an image folder / .tar.gz")
-    s.add_argument("--md5", default=None, help="expected MD5 of the archive ('none' skips)")
+    s.add_argument("--md5", default=None, help="expected MD5 of the archive (default: the official archive's; "
+                   "'none' skips the check)")
     s.add_argument("--out", required=True, help="cache file to write (.npz)")
     s.add_argument("--workdir", help="where downloads and temporary files go")
     s.add_argument("--no-progress", action="store_true")

@@ -1,4 +1,4 @@
-"""CIFAR-10 sources, safe extraction, a uint8 cache, and the study's train/val/test splits.
+"""CIFAR-10 sources, safe tarball reading, a uint8 cache, and the study's splits.
 
 Three sources build the same cache (`prepare`):
 
@@ -21,7 +21,6 @@ import io
 import os
 import pickle
 import secrets
-import shutil
 import sys
 import tarfile
 import tempfile
@@ -108,13 +107,13 @@ def _check_md5(path: Path, actual: str, expected: str | None) -> None:
 
 # --------------------------------------------------------------------------- unpickling
 
-# Only what a pickled numpy array (and Python 2's str->bytes shim) needs. Anything else in a
-# CIFAR batch file means the file is not what it claims to be, and unpickling it could run
-# arbitrary code.
+# Only what pickled numpy arrays and plain containers need (`_codecs.encode` is how Python 3
+# writes bytes at protocol 2). Anything else in a CIFAR batch file means the file is not what
+# it claims to be, and unpickling it could run arbitrary code.
 _NUMPY_MULTIARRAY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")
 _SAFE_BUILTINS = frozenset(
     {"dict", "list", "tuple", "set", "frozenset", "bytes", "bytearray", "str", "int", "float",
-     "complex", "bool", "object"}
+     "complex", "bool"}
 )
 
 
@@ -201,6 +200,7 @@ def _parse_batch(obj: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
         or data.ndim != 2
         or data.shape[1] != n_pixels
         or labels.shape != (data.shape[0],)
+        or (labels.size and labels.dtype.kind not in "iu")
         or (labels.size and (labels.min() < 0 or labels.max() >= len(CLASSES)))
     ):
         raise DataError(
@@ -265,7 +265,7 @@ def _read_official(path: Path) -> dict[str, np.ndarray]:
 def _download(url: str, dest: Path, md5: str | None, workdir: Path, progress: bool) -> str:
     """Stream `url` into `dest` (atomically), check its MD5, return the MD5."""
     hint = (
-        f"check the address and your connection, use a mirror (--url), or download "
+        f"check the address and your connection, use a mirror URL, or download "
         f"{ARCHIVE_NAME} yourself and use the 'archive' source, or an image folder ('folder')"
     )
     fd, tmp_name = tempfile.mkstemp(dir=workdir, prefix=f".{ARCHIVE_NAME}.", suffix=".part")
@@ -493,7 +493,9 @@ def _decode(raw: bytes, where: str) -> np.ndarray:
         raise DataError(f"cannot decode {where} ({e}); replace or remove the file") from e
 
 
-def _read_folder(tree: _Tree, hash_files: bool, progress: bool) -> tuple[dict[str, np.ndarray], str]:
+def _read_folder(
+    tree: _Tree, hash_files: bool, progress: bool
+) -> tuple[dict[str, np.ndarray], str]:
     """Decode an image-folder tree; also return a sha256 over sorted relative paths + bytes."""
     from tqdm import tqdm
 
@@ -547,6 +549,7 @@ def _prepare_folder(
 
 def _write_cache(out: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write an uncompressed .npz atomically: a reader sees the old file or the whole new one."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(f".tmp{os.getpid()}-{secrets.token_hex(4)}")
     try:
         # A file object, because np.savez appends ".npz" to a path that lacks it.
@@ -574,8 +577,10 @@ def prepare(
     official archive on disk) or "folder" (image-folder directory or tarball).
     md5: expected MD5 of the archive/tarball; None skips the check (pickles are still only
     read with a restricted unpickler). For "folder" the default (official) MD5 is ignored.
-    workdir: where downloads and extractions go (default: out's directory); a verified
+    workdir: where the "url" source downloads to (default: out's directory); the verified
     download is kept there as cifar-10-python.tar.gz so that a rerun does not download again.
+    Folder tarballs are vetted member by member (no absolute paths, "..", links or special
+    files) and decoded from memory, so they write nothing to disk.
 
     Returns {"path", "source_kind", "source_checksum", "n_train", "n_test", "classes"}.
     """
@@ -584,7 +589,6 @@ def prepare(
     md5 = _normalize_md5(md5)
     out = Path(out).expanduser()
     workdir = Path(workdir).expanduser() if workdir is not None else out.parent
-    out.parent.mkdir(parents=True, exist_ok=True)
 
     if kind == "folder":
         arrays, checksum = _prepare_folder(Path(location).expanduser(), md5, progress)

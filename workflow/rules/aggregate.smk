@@ -22,8 +22,8 @@ rule aggregate:
     params:
         plan=PLAN,
         profile=config.get("profile", ""),
-        runs="results/runs",
-        out="results/tables",
+        runs=lambda w, input: os.path.dirname(os.path.dirname(input.metrics[0])),
+        out=lambda w, output: os.path.dirname(output.runs),
     log:
         "logs/aggregate.log",
     conda:

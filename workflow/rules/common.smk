@@ -1,6 +1,7 @@
 # Shared set-up: the study's plan (one canonical run per distinct grid point and seed),
 # the per-run resources, and the device notice shown before anything trains.
 import json
+import os
 import sys
 
 from snakemake.exceptions import WorkflowError

@@ -14,9 +14,9 @@ rule figures:
         ],
         svg=[f"results/figures/{name}.svg" for name in FIGURES],
     params:
-        tables="results/tables",
-        runs="results/runs",
-        out="results/figures",
+        tables=lambda w, input: os.path.dirname(input.runs),
+        runs=lambda w, input: os.path.dirname(os.path.dirname(input.histories[0])),
+        out=lambda w, output: os.path.dirname(output.png[0]),
     log:
         "logs/figures.log",
     conda:

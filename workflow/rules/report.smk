@@ -6,6 +6,8 @@ rule report:
         notebook=workflow.source_path("../notebooks/report.ipynb"),
         tables=rules.aggregate.output,
         figures=rules.figures.output,
+        runs_csv=rules.aggregate.output.runs,
+        first_figure=rules.figures.output.png[0],
     output:
         html=f"{REPORT_DIR}/report.html",
         md=f"{REPORT_DIR}/report.md",
@@ -13,7 +15,9 @@ rule report:
     params:
         config_files=" ".join(map(str, workflow.configfiles)),
         profile=config.get("profile", ""),
-        report_dir=REPORT_DIR,
+        report_dir=lambda w, output: os.path.dirname(output.html),
+        tables=lambda w, input: os.path.dirname(input.runs_csv),
+        figures=lambda w, input: os.path.dirname(input.first_figure),
     log:
         "logs/report.log",
     conda:
@@ -21,6 +25,6 @@ rule report:
     localrule: True
     shell:
         "cifarlab report --notebook {input.notebook} --executed {output.notebook} "
-        "--tables results/tables --figures results/figures --runs results/runs "
+        "--tables {params.tables} --figures {params.figures} --runs results/runs "
         "--out {params.report_dir} --profile {params.profile:q} "
         "--config-files {params.config_files:q} > {log} 2>&1"

@@ -1,0 +1,140 @@
+"""The Snakemake workflow end to end on the smoke profile, with a real HTTP download.
+
+The archive is built by the test in the official format, served from 127.0.0.1, and the
+smoke config's URL and MD5 point at it, so the real download path runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from helpers import make_official_archive, serve_directory
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900):
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    cmd = [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-5000:]}")
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Parse the 'Job stats' table of a dry run."""
+    counts = {}
+    block = output.split("Job stats:", 1)[1] if "Job stats:" in output else ""
+    for line in block.splitlines():
+        m = re.match(r"^(\w+)\s+(\d+)\s*$", line.strip())
+        if m and m.group(1) != "total":
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    work = tmp_path_factory.mktemp("smoke")
+    served = tmp_path_factory.mktemp("served")
+    md5 = make_official_archive(served / "cifar-10-python.tar.gz", per_batch=100)
+    with serve_directory(served) as url:
+        data = (f"data={{source: url, url: '{url}/cifar-10-python.tar.gz', md5: {md5}}}")
+        common = ["--cores", "2", "--configfile", str(ROOT / "config/smoke.yaml"),
+                  "--config", data]
+        first = snakemake(work, *common)
+        yield {"work": work, "common": common, "first": first, "url": url}
+
+
+def test_lint_is_clean(tmp_path):
+    proc = snakemake(ROOT, "--lint")
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
+
+
+def test_default_config_dry_run_schedules_29_training_jobs(tmp_path):
+    proc = snakemake(tmp_path, "-n", "--cores", "2")
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts["train"] == 29
+    assert counts["prepare_data"] == 1 and counts["report"] == 1
+    proc = snakemake(tmp_path, "-n", "--cores", "2", "--config", "seeds=[0, 1, 2]")
+    assert job_counts(proc.stdout + proc.stderr)["train"] == 87
+    # The device notice points CPU users to the quick and cluster profiles.
+    assert "config/quick.yaml" in proc.stdout + proc.stderr
+
+
+def test_bad_config_stops_with_a_clear_message(tmp_path):
+    proc = snakemake(tmp_path, "-n", "--cores", "1", "--config",
+                     "models={mlp: {arch: {dropout: 1.5}}}", check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "dropout" in out and ("1.5" in out)
+    proc = snakemake(tmp_path, "-n", "--cores", "1", "--config",
+                     "experiments={batch_size: {sweep: {values: [100, 90000]}}}", check=False)
+    assert proc.returncode != 0
+    assert "batch size 90000 is larger than the training split (40000 images)" in \
+        proc.stdout + proc.stderr
+
+
+def test_smoke_pipeline_outputs(smoke):
+    work = smoke["work"]
+    runs = pd.read_csv(work / "results/tables/runs.csv")
+    assert len(runs) == 11
+    assert runs["test_acc"].notna().all()
+    assert (runs["test_acc"] > 15).mean() > 0.5  # learnable synthetic data; chance is 10%
+    points = pd.read_csv(work / "results/tables/points.csv")
+    assert len(points) == 3 * 2 + 3 * 2 + 2 * 2 + 2
+    for name, rows in (("ablation", 6), ("dropout_rate", 6), ("batch_size", 4),
+                       ("dropout2d", 2)):
+        assert len(pd.read_csv(work / f"results/tables/experiment_{name}.csv")) == rows
+    published = pd.read_csv(work / "results/tables/published.csv")
+    assert {"mlp", "cnn"} <= set(published["model"])
+    assert published["profile"].eq("smoke").all()
+    long = pd.read_parquet(work / "results/tables/history_long.parquet")
+    assert set(long["split"]) == {"train", "val"} and set(long["metric"]) == {"loss", "acc"}
+    assert len(long) == 11 * 2 * 4
+    html = (work / "results/smoke_report/report.html").read_text()
+    md = (work / "results/smoke_report/report.md").read_text()
+    for text in (html, md):
+        assert "Findings" in text and "BatchNorm" in text and "smoke" in text
+    assert (work / "results/report/report.ipynb").exists()
+    for fig in ("curves_mlp", "ablation_cnn", "dropout_rate_summary", "weights_mlp",
+                "filters_cnn", "dropout2d", "batch_size_summary"):
+        assert (work / f"results/figures/{fig}.png").stat().st_size > 5000
+        assert (work / f"results/figures/{fig}.svg").exists()
+        assert (work / f"results/smoke_report/figures/{fig}.png").exists()
+    for rid in runs["run_id"]:
+        metrics = json.loads((work / "results/runs" / rid / "metrics.json").read_text())
+        assert metrics["epochs_completed"] == 2
+        assert (work / "logs/train" / f"{rid}.log").read_text().count("epoch 2/2") == 1
+
+
+def test_second_invocation_does_nothing(smoke):
+    proc = snakemake(smoke["work"], *smoke["common"])
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_changed_grid_point_trains_exactly_one_new_run(smoke):
+    work = smoke["work"]
+    common = list(smoke["common"])
+    before = set(os.listdir(work / "results/runs"))
+    change = ["experiments={batch_size: {sweep: {values: [20, 50]}}}"]
+    proc = snakemake(work, *common, *change, "-n")
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts == {"train": 1, "aggregate": 1, "figures": 1, "report": 1, "all": 1}, counts
+    snakemake(work, *common, *change)
+    after = set(os.listdir(work / "results/runs"))
+    new = after - before
+    assert len(new) == 2  # one new run for each model's batch-20 point ...
+    assert all("-bs20-" in r for r in new)

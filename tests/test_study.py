@@ -1,0 +1,126 @@
+"""The configuration is the study: 29 canonical runs, shared points, validation errors."""
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from cifarlab.study import ConfigError, build_plan, run_id
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+
+
+def merged(*paths):
+    out = copy.deepcopy(CONFIG)
+    for p in paths:
+        _merge(out, yaml.safe_load((ROOT / p).read_text()))
+    return out
+
+
+def _merge(a, b):
+    for k, v in b.items():
+        if isinstance(v, dict) and isinstance(a.get(k), dict):
+            _merge(a[k], v)
+        else:
+            a[k] = v
+
+
+def test_default_config_is_29_runs():
+    plan = build_plan(CONFIG)
+    assert len(plan) == 29
+    models = [e["spec"]["model"] for e in plan.values()]
+    assert models.count("mlp") == 14 and models.count("cnn") == 15
+
+
+def test_identical_points_are_one_run():
+    plan = build_plan(CONFIG)
+    mlp_base = [e for e in plan.values() if e.get("baseline") and e["spec"]["model"] == "mlp"]
+    assert len(mlp_base) == 1
+    members = {(m["experiment"], m["label"]) for m in mlp_base[0]["members"]}
+    assert members == {("ablation", "full"), ("dropout_rate", "0.6"), ("batch_size", "100")}
+    no_dropout = [e for e in plan.values() if e["spec"]["model"] == "cnn"
+                  and e["spec"]["arch"]["dropout"] == 0.0]
+    assert len(no_dropout) == 1  # ablation no_dropout == sweep p = 0
+    spec = mlp_base[0]["spec"]
+    assert spec["arch"] == {"hidden": 1024, "bn": True, "dropout": 0.6}
+    assert (spec["optimizer"], spec["lr"], spec["weight_decay"], spec["batch_size"],
+            spec["epochs"]) == ("adamw", 1e-3, 1e-3, 100, 100)
+
+
+def test_seeds_multiply_runs_and_are_part_of_the_id():
+    cfg = copy.deepcopy(CONFIG)
+    cfg["seeds"] = [0, 1, 2]
+    plan = build_plan(cfg)
+    assert len(plan) == 87
+    one = set(build_plan(CONFIG))
+    assert one < set(plan)  # adding seeds keeps the old runs' ids
+
+
+def test_run_id_depends_on_spec_only():
+    plan = build_plan(CONFIG)
+    again = build_plan(copy.deepcopy(CONFIG))
+    assert list(plan) == list(again)
+    cfg = copy.deepcopy(CONFIG)
+    cfg["models"]["mlp"]["weight_decay"] = 1e-4
+    changed = build_plan(cfg)
+    mlp_old = {r for r, e in plan.items() if e["spec"]["model"] == "mlp"}
+    mlp_new = {r for r, e in changed.items() if e["spec"]["model"] == "mlp"}
+    cnn_old = {r for r, e in plan.items() if e["spec"]["model"] == "cnn"}
+    assert not (mlp_old & mlp_new) and cnn_old <= set(changed)
+    for rid, e in plan.items():
+        assert run_id(e["spec"]) == rid
+        assert rid.startswith(e["spec"]["model"] + "-")
+
+
+def test_profiles_keep_the_grid():
+    for path in ("config/smoke.yaml", "config/quick.yaml"):
+        if not (ROOT / path).exists():
+            continue
+        cfg = merged(path)
+        jsonschema.validate(cfg, SCHEMA)
+        plan = build_plan(cfg)
+        exps = {m["experiment"] for e in plan.values() for m in e["members"]}
+        assert exps == {"ablation", "dropout_rate", "batch_size", "dropout2d"}
+    assert len(build_plan(merged("config/quick.yaml"))) == 29 * len(
+        merged("config/quick.yaml")["seeds"]) if (ROOT / "config/quick.yaml").exists() else True
+
+
+def test_schema_accepts_default_and_rejects_wrong_types():
+    jsonschema.validate(CONFIG, SCHEMA)
+    bad = copy.deepcopy(CONFIG)
+    bad["models"]["mlp"]["lr"] = "fast"
+    with pytest.raises(jsonschema.ValidationError, match="'fast' is not of type 'number'"):
+        jsonschema.validate(bad, SCHEMA)
+    bad = copy.deepcopy(CONFIG)
+    bad["models"]["mlp"]["learning_rate"] = 0.1
+    with pytest.raises(jsonschema.ValidationError, match="learning_rate"):
+        jsonschema.validate(bad, SCHEMA)
+    bad = copy.deepcopy(CONFIG)
+    bad["models"]["cnn"]["optimizer"] = "lion"
+    with pytest.raises(jsonschema.ValidationError, match="'adam', 'adamw', 'sgd'"):
+        jsonschema.validate(bad, SCHEMA)
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda c: c["models"]["mlp"]["arch"].update(dropout=1.0), r"models.mlp.arch.dropout.*\[0, 1\)"),
+    (lambda c: c["experiments"]["dropout_rate"]["sweep"].update(values=[0.5, 1.2]),
+     r"dropout_rate\[1.2\].*outside \[0, 1\)"),
+    (lambda c: c["experiments"]["batch_size"]["sweep"].update(values=[100, 50000]),
+     r"batch size 50000 is larger than the training split \(40000"),
+    (lambda c: c["split"].update(train_subset=400), r"batch size 500 is larger than the training split \(400 "),
+    (lambda c: c["models"].update(resnet=c["models"]["mlp"]), r"unknown model 'resnet'.*cnn, mlp"),
+    (lambda c: c["models"]["mlp"].update(optimizer="lion"), r"unknown optimizer 'lion'.*adam, adamw, sgd"),
+    (lambda c: c["models"]["mlp"]["arch"].update(width=3), r"unknown argument.*width.*hidden"),
+    (lambda c: c["experiments"]["ablation"].update(models=["mlp", "vit"]), r"model 'vit'"),
+    (lambda c: c["experiments"]["batch_size"]["sweep"].update(key="batchsize"),
+     r"unknown setting.*batchsize"),
+])
+def test_semantic_errors_name_key_and_choices(mutate, match):
+    cfg = copy.deepcopy(CONFIG)
+    mutate(cfg)
+    with pytest.raises(ConfigError, match=match):
+        build_plan(cfg)

@@ -1,0 +1,138 @@
+"""One training run: outputs, resume == uninterrupted, divergence, no retraining."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from cifarlab.data import Split, Splits
+from cifarlab.study import canonical_spec
+from cifarlab.train import HISTORY_COLUMNS, RunError, train_run
+from helpers import synthetic_images
+
+
+def make_splits(n_train=300, n_val=100, n_test=100) -> Splits:
+    def split(n, seed):
+        x, y = synthetic_images(n, seed)
+        return Split(torch.from_numpy(x.reshape(n, 3, 32, 32)), torch.from_numpy(y).long())
+
+    return Splits(split(n_train, 1), split(n_val, 2), split(n_test, 3), [str(i) for i in range(10)],
+                  "deadbeef", "folder")
+
+
+SPLIT = {"n_train": 300, "n_val": 100, "method": "auto", "seed": 0, "train_subset": None,
+         "val_subset": None, "test_subset": None}
+
+
+def spec(model="mlp", epochs=4, lr=1e-3, **arch):
+    settings = {"arch": {"hidden": 32, **arch} if model == "mlp" else {"channels": [4, 8], **arch},
+                "optimizer": "adamw", "lr": lr, "weight_decay": 1e-3, "batch_size": 50,
+                "epochs": epochs}
+    return canonical_spec(model, settings, seed=0, split=SPLIT, data="folder:test")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_splits()
+
+
+def test_run_writes_outputs_and_learns(tmp_path, data):
+    m = train_run(spec(epochs=4), data, tmp_path / "run", threads=1)
+    out = tmp_path / "run"
+    for name in ("spec.yaml", "history.csv", "metrics.json", "best.pt"):
+        assert (out / name).exists(), name
+    assert not (out / "checkpoint.pt").exists()
+    h = pd.read_csv(out / "history.csv")
+    assert tuple(h.columns) == HISTORY_COLUMNS and list(h["epoch"]) == [1, 2, 3, 4]
+    assert h["train_loss"].iloc[-1] < h["train_loss"].iloc[0]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == m
+    best = int(h["val_acc"].idxmax()) + 1
+    assert m["best_epoch"] == best and m["val_acc"] == h["val_acc"].max()
+    assert m["best_val_acc"] == h["val_acc"].max() and m["best_train_acc"] == h["train_acc"].max()
+    assert m["train_acc"] == h["train_acc"].iloc[best - 1]
+    assert m["test_acc"] > 0.3  # synthetic classes are easy; chance is 0.1
+    assert m["n_params"] == 3072 * 32 + 32 + 64 + 330 and m["diverged"] is False
+    assert yaml.safe_load((out / "spec.yaml").read_text()) == spec(epochs=4)
+    # best.pt holds the best epoch's weights: evaluating it reproduces val accuracy
+    from cifarlab.models import build_model
+    from cifarlab.train import evaluate, normalize
+
+    model = build_model("mlp", **spec()["arch"])
+    model.load_state_dict(torch.load(out / "best.pt", weights_only=True))
+    _, val_acc = evaluate(model, normalize(data.val.images, torch.device("cpu")), data.val.labels)
+    assert val_acc == pytest.approx(m["val_acc"])
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_resume_equals_uninterrupted(tmp_path, data, model):
+    s = spec(model=model, epochs=4)
+    full = train_run(s, data, tmp_path / "full", threads=1)
+    assert train_run(s, data, tmp_path / "cut", threads=1, stop_after=2) is None
+    assert (tmp_path / "cut" / "checkpoint.pt").exists()
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+    assert len(pd.read_csv(tmp_path / "cut" / "history.csv")) == 2
+    resumed = train_run(s, data, tmp_path / "cut", threads=1)
+    h1 = pd.read_csv(tmp_path / "full" / "history.csv").drop(columns="seconds")
+    h2 = pd.read_csv(tmp_path / "cut" / "history.csv").drop(columns="seconds")
+    pd.testing.assert_frame_equal(h1, h2, check_exact=True)
+    timing = {"seconds", "images_per_second", "started", "finished"}
+    assert {k: v for k, v in full.items() if k not in timing} == \
+        {k: v for k, v in resumed.items() if k not in timing}
+    w1 = torch.load(tmp_path / "full" / "best.pt", weights_only=True)
+    w2 = torch.load(tmp_path / "cut" / "best.pt", weights_only=True)
+    for k in w1:
+        assert torch.equal(w1[k], w2[k]), k
+
+
+def test_completed_run_is_not_retrained(tmp_path, data):
+    s = spec(epochs=1)
+    train_run(s, data, tmp_path / "r", threads=1)
+    before = (tmp_path / "r" / "metrics.json").stat().st_mtime_ns
+    train_run(s, data, tmp_path / "r", threads=1)
+    assert (tmp_path / "r" / "metrics.json").stat().st_mtime_ns == before
+    train_run(s, data, tmp_path / "r", threads=1, force=True)
+    assert (tmp_path / "r" / "metrics.json").stat().st_mtime_ns != before
+
+
+def test_folder_of_another_spec_is_refused(tmp_path, data):
+    train_run(spec(epochs=1), data, tmp_path / "r", threads=1)
+    with pytest.raises(RunError, match="different spec"):
+        train_run(spec(epochs=2), data, tmp_path / "r", threads=1)
+
+
+def test_divergence_stops_cleanly(tmp_path, data):
+    s = spec(epochs=5, lr=1e30, bn=False, dropout=0.0)
+    m = train_run(s, data, tmp_path / "d", threads=1)
+    assert m["diverged"] is True
+    assert 1 <= m["diverged_epoch"] <= 5
+    assert m["epochs_completed"] == m["diverged_epoch"] - 1
+    h = pd.read_csv(tmp_path / "d" / "history.csv")
+    assert len(h) == m["epochs_completed"]
+    if m["best_epoch"] is None:
+        assert m["test_acc"] is None
+    else:
+        assert math.isfinite(m["test_acc"])
+
+
+def test_deterministic_under_seed(tmp_path, data):
+    a = train_run(spec(epochs=2), data, tmp_path / "a", threads=1)
+    b = train_run(spec(epochs=2), data, tmp_path / "b", threads=1)
+    assert a["test_acc"] == b["test_acc"] and a["val_acc"] == b["val_acc"]
+
+
+def test_wrong_data_checksum_is_refused(tmp_path, data):
+    s = spec(epochs=1)
+    s["data"]["source"] = "official:0123456789abcdef0123456789abcdef"
+    with pytest.raises(RunError, match="checksum"):
+        train_run(s, data, tmp_path / "x", threads=1)
+
+
+def test_batch_larger_than_split_is_refused(tmp_path, data):
+    s = spec(epochs=1)
+    s["batch_size"] = 1000
+    with pytest.raises(RunError, match="larger than the training split"):
+        train_run(s, data, tmp_path / "x", threads=1)
