@@ -11,6 +11,9 @@ min_version("9.0")
 configfile: f"{workflow.basedir}/config/config.yaml"
 
 
+from cifarlab.study import normalize_config
+
+normalize_config(config)
 validate(config, schema=f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
 
 

@@ -13,7 +13,10 @@ import copy
 import hashlib
 import inspect
 import json
+import re
 from typing import Any
+
+import yaml
 
 from .models import MODELS, model_arguments
 
@@ -157,6 +160,45 @@ def _experiment_points(name: str, exp: dict) -> list[tuple[str, Any, dict]]:
     sweep = exp["sweep"]
     return [(f"{value:g}" if isinstance(value, float) else str(value), value,
              _set_path({}, sweep["key"], value)) for value in sweep["values"]]
+
+
+_STRING_KEYS = {"data", "profile", "report_dir"}
+
+
+_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _yaml_scalar(value: Any) -> Any:
+    if isinstance(value, str):
+        if _FLOAT.match(value.strip()) and not value.strip().lstrip("+-").isdigit():
+            return float(value)  # YAML 1.1 reads "1e-3" as a string; a config means 0.001
+        parsed = yaml.safe_load(value) if value.strip() else value
+        if isinstance(parsed, (int, float, bool)) or parsed is None:
+            return parsed
+    return value
+
+
+def _coerce(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _coerce(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_coerce(v) for v in node]
+    return _yaml_scalar(node)
+
+
+def normalize_config(config: dict) -> dict:
+    """Type the scalars that `snakemake --config key={...}` delivers as strings.
+
+    Snakemake reads nested command-line values without YAML typing (`seeds=[0,1]` gives
+    ['0', '1']); here they get the types a YAML file would give them. Data paths, URLs
+    and checksums stay strings.
+    """
+    for key in list(config):
+        if key not in _STRING_KEYS:
+            config[key] = _coerce(config[key])
+    if isinstance(config.get("seeds"), int):
+        config["seeds"] = [config["seeds"]]
+    return config
 
 
 def validate_config(config: dict) -> None:
