@@ -70,3 +70,9 @@ def serve_directory(directory: Path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+if __name__ == "__main__":  # `make smoke`: build the tiny archive, print its MD5
+    import sys
+
+    print(make_official_archive(Path(sys.argv[1]), per_batch=100))

@@ -7,8 +7,13 @@ import pytest
 from scipy import stats
 
 from cifarlab.stats import (
-    Interval, accuracy_interval, binomial_interval, mean_interval, paired_effect,
-    published_verdict, verdict,
+    Interval,
+    accuracy_interval,
+    binomial_interval,
+    mean_interval,
+    paired_effect,
+    published_verdict,
+    verdict,
 )
 
 

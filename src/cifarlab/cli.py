@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--source", choices=SOURCE_KINDS, default="url")
     s.add_argument("--url", help="archive URL (default: the official one)")
     s.add_argument("--path", help="local cifar-10-python.tar.gz, or an image folder / .tar.gz")
-    s.add_argument("--md5", default=None, help="expected MD5 of the archive (default: the official archive's; "
+    s.add_argument("--md5", default=None,
+                   help="expected MD5 of the archive (default: the official archive's; "
                    "'none' skips the check)")
     s.add_argument("--out", required=True, help="cache file to write (.npz)")
     s.add_argument("--workdir", help="where downloads and temporary files go")
