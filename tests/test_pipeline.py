@@ -141,3 +141,16 @@ def test_changed_grid_point_trains_exactly_one_new_run(smoke):
     new = after - before
     assert len(new) == 1 and next(iter(new)).startswith("cnn-bn-d20.5-")
     assert "-d20.5-" in pd.read_csv(work / "results/tables/runs.csv")["run_id"].str.cat()
+
+
+def test_adding_a_seed_trains_only_the_new_runs(smoke):
+    proc = snakemake(smoke["work"], *smoke["common"], "seeds=[0, 1]", "-n")
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts["train"] == 11  # the 11 grid points of seed 1; seed 0 is cached
+    assert "prepare_data" not in counts
+
+
+def test_snakemake_report(smoke):
+    out = smoke["work"] / "snakemake-report.zip"
+    snakemake(smoke["work"], *smoke["common"], "--report", str(out))
+    assert out.stat().st_size > 10_000

@@ -209,11 +209,15 @@ class Report:
             return ""
         pm, pc = (int(self.baseline(m)["n_params"].iloc[0]) for m in ("mlp", "cnn"))
         e = self.effect("CNN - MLP (full)", "cnn-mlp")
+        ratio = max(pm, pc) / min(pm, pc)
+        size = ("The models have similar sizes" if ratio < 1.25 else
+                f"The {'MLP' if pm > pc else 'CNN'} is {ratio:.1f} times larger")
         lines = ["## MLP vs CNN", "",
-                 f"The models have similar sizes: the MLP has {pm:,} trainable parameters and the "
-                 f"CNN {pc:,} (counted from the built models). The CNN shares each filter over "
-                 "all image positions and pools nearby activations, so it can use the spatial "
-                 "structure the MLP throws away when it flattens the image."]
+                 f"{size}: the MLP has {pm:,} trainable parameters and the CNN {pc:,} (counted "
+                 "from the built models). The CNN shares each filter over all image positions "
+                 "and pools nearby activations, so it can use the spatial structure the MLP "
+                 "throws away when it flattens the image; the MLP spends its parameters on "
+                 "connections to fixed pixel positions."]
         if e is not None:
             lines.append("")
             lines.append(f"Measured: CNN minus MLP test accuracy = {e['difference']:+.2f} points "

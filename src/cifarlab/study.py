@@ -14,6 +14,7 @@ import hashlib
 import inspect
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -64,11 +65,19 @@ def _set_path(d: dict, dotted: str, value: Any) -> dict:
 
 
 def data_identity(data_cfg: dict) -> str:
-    """What identifies the data a run saw: the official archive's MD5 or the folder path."""
+    """What identifies the data a run saw, without reading it.
+
+    The official archive: its MD5. An image folder: its name, plus the size of a tarball,
+    so the same data reached by another path (relative, absolute, moved) keeps its runs.
+    The prepared cache's own checksum is recorded in every run's metrics.
+    """
     kind = data_cfg.get("source", "url")
     if kind in ("url", "archive"):
-        return f"official:{data_cfg.get('md5') or 'unverified'}"
-    return f"folder:{data_cfg.get('path')}"
+        md5 = data_cfg.get("md5")
+        return f"official:{md5 if md5 and md5 != 'none' else 'unverified'}"
+    path = Path(str(data_cfg.get("path")))
+    size = f":{path.stat().st_size}" if path.is_file() else ""
+    return f"folder:{path.name}{size}"
 
 
 def canonical_spec(model: str, settings: dict, seed: int, split: dict, data: str,
