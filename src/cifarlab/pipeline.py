@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shlex
+import sys
 
 import torch
 
@@ -17,6 +19,20 @@ CPU_FLOPS_PER_THREAD = 80e9
 GPU_FLOPS = 15e12
 STEP_OVERHEAD_S = {"cpu": 1e-3, "gpu": 2e-3}  # optimiser + Python per step, size-independent
 EVAL_FRACTION = 0.35  # validation pass each epoch, relative to the training images' FLOPs
+
+
+def export_job_environment(src: str) -> None:
+    """Let jobs run `python -m cifarlab` from ``src`` with the interpreter running Snakemake.
+
+    A rule's conda env (prepended to PATH by Snakemake) still takes precedence; jobs
+    inherit the environment locally and through sbatch.
+    """
+    paths = [src] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    bindir = os.path.dirname(sys.executable)
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    if path[:1] != [bindir]:
+        os.environ["PATH"] = os.pathsep.join([bindir, *path])
 
 
 @functools.lru_cache(maxsize=64)

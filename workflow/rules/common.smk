@@ -6,8 +6,16 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
+# Jobs run `python -m cifarlab` from this checkout's src/ (also inside a rule's conda env,
+# which holds the dependencies but not the package), and find the interpreter that runs
+# Snakemake first on PATH unless a conda env puts its own in front.
+SRC = os.path.join(workflow.basedir, "src")
+sys.path.insert(0, SRC)
+
 from cifarlab import pipeline
 from cifarlab.study import ConfigError, build_plan
+
+pipeline.export_job_environment(SRC)
 
 try:
     PLAN = build_plan(config)

@@ -17,5 +17,5 @@ rule prepare_data:
         mem_mb=4000,
         runtime=60,
     shell:
-        "cifarlab prepare {params.args} --out {output} --workdir results/data "
+        "python -m cifarlab prepare {params.args} --out {output} --workdir results/data "
         "--no-progress > {log} 2>&1"

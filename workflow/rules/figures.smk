@@ -23,5 +23,5 @@ rule figures:
         "../envs/cifarlab.yaml"
     localrule: True
     shell:
-        "cifarlab figures --tables {params.tables} --runs {params.runs} --out {params.out} "
+        "python -m cifarlab figures --tables {params.tables} --runs {params.runs} --out {params.out} "
         "> {log} 2>&1"

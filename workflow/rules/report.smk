@@ -13,7 +13,7 @@ rule report:
         md=f"{REPORT_DIR}/report.md",
         notebook="results/report/report.ipynb",
     params:
-        config_files=" ".join(map(str, workflow.configfiles)),
+        config_files=" ".join(os.path.relpath(f, workflow.basedir) for f in workflow.configfiles),
         profile=config.get("profile", ""),
         report_dir=lambda w, output: os.path.dirname(output.html),
         tables=lambda w, input: os.path.dirname(input.runs_csv),
@@ -24,7 +24,7 @@ rule report:
         "../envs/cifarlab.yaml"
     localrule: True
     shell:
-        "cifarlab report --notebook {input.notebook} --executed {output.notebook} "
+        "python -m cifarlab report --notebook {input.notebook} --executed {output.notebook} "
         "--tables {params.tables} --figures {params.figures} --runs results/runs "
         "--out {params.report_dir} --profile {params.profile:q} "
         "--config-files {params.config_files:q} > {log} 2>&1"

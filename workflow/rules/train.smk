@@ -28,5 +28,5 @@ rule train:
     conda:
         "../envs/cifarlab.yaml"
     shell:
-        "cifarlab train --spec {params.spec:q} --data {input.data} --out {params.out} "
+        "python -m cifarlab train --spec {params.spec:q} --data {input.data} --out {params.out} "
         "--threads {threads} --device {params.device} {params.flags} > {log} 2>&1"
