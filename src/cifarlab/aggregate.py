@@ -74,14 +74,12 @@ def points_table(plan: dict, runs: pd.DataFrame) -> pd.DataFrame:
             r = by_id.loc[rid]
             rows.append({"experiment": m["experiment"], "model": m["model"],
                          "label": m["label"], "value": m["value"], "seed": m["seed"],
-                         "run_id": rid, "order": order,
+                         "run_id": rid, "point_index": m.get("index", order),
                          **{k: r[k] for k in ("best_epoch", *PCT, "n_test", "diverged",
                                               "seconds")}})
-    df = pd.DataFrame(rows)
-    # Point order as written in the config (first appearance), for tables and axes.
-    df["point_index"] = df.groupby("experiment", sort=False)["label"].transform(
-        lambda s: pd.factorize(s)[0])
-    return df.drop(columns="order")
+    # point_index: the point's position in the config, for table rows and plot order.
+    return pd.DataFrame(rows).sort_values(["experiment", "model", "point_index", "seed"],
+                                          kind="stable").reset_index(drop=True)
 
 
 def experiment_table(points: pd.DataFrame, name: str) -> pd.DataFrame:

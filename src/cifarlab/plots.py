@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -56,6 +57,9 @@ class Histories:
 
 
 def _save(fig: plt.Figure, out: Path, name: str) -> list[Path]:
+    for ax in fig.axes:
+        if ax.get_xlabel() == "epoch":
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     paths = []
     for ext in ("png", "svg"):
         p = out / f"{name}.{ext}"

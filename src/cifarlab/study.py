@@ -256,14 +256,15 @@ def build_plan(config: dict) -> dict[str, dict]:
     plan: dict[str, dict] = {}
     for ename, exp in config.get("experiments", {}).items():
         for model in exp["models"]:
-            for label, value, override in _experiment_points(ename, exp):
+            for index, (label, value, override) in enumerate(_experiment_points(ename, exp)):
                 settings = _deep_merge(config["models"][model], override)
                 for seed in config.get("seeds", [0]):
                     spec = canonical_spec(model, settings, seed, split, data, precision)
                     rid = run_id(spec)
                     entry = plan.setdefault(rid, {"spec": spec, "members": []})
                     entry["members"].append({"experiment": ename, "model": model,
-                                             "label": label, "value": value, "seed": seed})
+                                             "label": label, "value": value, "seed": seed,
+                                             "index": index})
     # The baseline of each model (its settings without overrides) is what the study's
     # headline numbers and curves describe.
     for model, settings in config.get("models", {}).items():
