@@ -52,6 +52,14 @@ def md_table(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
     return "\n".join([head, sep, *body])
 
 
+def _read_optional(path: Path) -> pd.DataFrame:
+    """A table that may legitimately be empty (e.g. no experiment defines an effect)."""
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
 class Report:
     """Reads the tables once; each method returns one section's Markdown."""
 
@@ -64,10 +72,8 @@ class Report:
         self.config_files = config_files
         self.runs = pd.read_csv(self.tables / "runs.csv")
         self.points = pd.read_csv(self.tables / "points.csv", dtype={"label": str})
-        self.effects = pd.read_csv(self.tables / "effects.csv") \
-            if (self.tables / "effects.csv").stat().st_size > 1 else pd.DataFrame()
-        self.published = pd.read_csv(self.tables / "published.csv") \
-            if (self.tables / "published.csv").stat().st_size > 1 else pd.DataFrame()
+        self.effects = _read_optional(self.tables / "effects.csv")
+        self.published = _read_optional(self.tables / "published.csv")
         self.plan = json.loads((self.tables / "plan.json").read_text())
         self.experiments = {p.stem.removeprefix("experiment_"): pd.read_csv(p, dtype={
             "label": str}) for p in sorted(self.tables.glob("experiment_*.csv"))}
