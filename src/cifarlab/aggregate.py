@@ -149,7 +149,7 @@ def effects_table(points: pd.DataFrame) -> pd.DataFrame:
             labels = list(dict.fromkeys(sub.sort_values("point_index")["label"]))
             if reference == "best":
                 ref = sub.groupby("label")["val_acc"].mean().idxmax()  # selected on val
-                name = f"dropout p - best p ({ref}, by val)"
+                name = f"dropout p - best p={ref} (chosen on val)"
             else:
                 ref = reference if reference in labels else labels[0]
                 name = f"batch size - {ref}"
