@@ -177,3 +177,133 @@ def test_dropout_seeded_is_reproducible():
     torch.manual_seed(3)
     b = layers.Dropout(0.5)(torch.ones(100))
     assert torch.equal(a, b)
+
+
+# --- the fast mask and statistics (issue 6) ---------------------------------------------
+
+@pytest.mark.parametrize("p", [1e-12, 0.001, 0.1, 0.25, 0.4, 0.5, 0.6, 0.9, 0.999, 1 - 1e-12])
+def test_dropout_rate_quantisation_is_documented_bound(p):
+    bits = layers._lane_bits(p)
+    t = layers._keep_threshold(p, bits)
+    assert -(2 ** (bits - 1)) <= t < 2 ** (bits - 1)  # fits the lane dtype
+    p_used = 1 - (t + 2 ** (bits - 1)) / 2**bits
+    # 16-bit lanes: |error| <= 2**-17; 32-bit lanes (rates near 0 or 1): <= 2**-32
+    assert abs(p_used - p) <= (2.0**-17 if bits == 16 else 2.0**-32)
+    assert bits == 16 or min(p, 1 - p) < 2.0**-8
+
+
+@pytest.mark.parametrize("p", [0.25, 0.5, 0.6])
+def test_dropout_every_16bit_lane_is_uniform(p):
+    # The mask is read from int64 draws split into 4 lanes; each lane position (including
+    # the one holding the int64's sign bit) must drop at rate p.
+    torch.manual_seed(11)
+    n = 100_000
+    y = layers.Dropout(p).train()(torch.ones(n, 4))
+    rates = (y == 0).float().mean(0)
+    sigma = (p * (1 - p) / n) ** 0.5
+    assert (rates - p).abs().max().item() < 5 * sigma
+
+
+@pytest.mark.parametrize("p", [0.002, 0.998])
+def test_dropout_extreme_rates_use_wide_lanes(p):
+    torch.manual_seed(5)
+    n = 2_000_000
+    y = layers.Dropout(p).train()(torch.ones(n))
+    rate = (y == 0).float().mean().item()
+    assert abs(rate - p) < 5 * (p * (1 - p) / n) ** 0.5
+
+
+def test_dropout_odd_sizes_dtypes_and_scratch_reuse():
+    torch.manual_seed(2)
+    d = layers.Dropout(0.3).train()
+    for shape in [(3, 5, 7), (1,), (64, 33), (2, 3)]:  # numel not a multiple of 4 included
+        x = torch.randn(shape)
+        y = d(x)
+        kept = y != 0
+        assert y.shape == x.shape and y.dtype == x.dtype
+        assert_close(y[kept], x[kept] / 0.7)
+    assert d._bits is not None and d._bits.numel() == 64 * 33 // 4  # grown, then reused
+    for dtype in (torch.float64, torch.bfloat16):
+        x = torch.randn(50, 40, dtype=dtype)
+        y = d(x)
+        assert y.dtype == dtype
+        assert_close(y[y != 0], (x / 0.7)[y != 0], rtol=1e-2, atol=1e-2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = nn.Linear(8, 8)(torch.randn(4, 8))
+        assert d(h).dtype == torch.bfloat16
+
+
+def test_dropout_scratch_buffer_is_not_state():
+    import copy
+    import pickle
+
+    d = layers.Dropout(0.5)
+    d(torch.ones(100))
+    assert d._bits is not None
+    assert copy.deepcopy(d)._bits is None
+    assert pickle.loads(pickle.dumps(d))._bits is None
+    assert dict(d.state_dict()) == {} == dict(nn.Dropout(0.5).state_dict())
+
+
+def test_dropout2d_gradient_uses_the_channel_mask():
+    torch.manual_seed(4)
+    x = torch.randn(20, 6, 3, 3, requires_grad=True)
+    y = layers.Dropout2d(0.5).train()(x)
+    y.sum().backward()
+    mask = (y.detach().flatten(2) != 0).any(-1).float()[:, :, None, None] / 0.5  # (20, 6, 1, 1)
+    assert_close(x.grad, mask.expand_as(x))
+
+
+@pytest.mark.parametrize("cls,theirs_cls,shape", [
+    (layers.BatchNorm1d, nn.BatchNorm1d, (64, 5)),
+    (layers.BatchNorm2d, nn.BatchNorm2d, (16, 3, 6, 6)),
+])
+def test_batchnorm_large_mean_small_spread_is_exact(cls, theirs_cls, shape):
+    # A naive one-pass variance (E[x^2] - mean^2 in float32) loses ~all digits here.
+    torch.manual_seed(9)
+    ours, theirs = cls(shape[1]), theirs_cls(shape[1])
+    x = torch.randn(shape) * 0.05 + 300.0
+    y1, y2 = ours(x), theirs(x)
+    assert_close(y1, y2, rtol=1e-3, atol=2e-3)
+    assert_close(ours.running_var, theirs.running_var, rtol=1e-3, atol=1e-7)
+    assert_close(y1.std(), y2.std(), rtol=1e-3, atol=1e-4)
+
+
+def test_batchnorm_weight_grads_without_input_grad():
+    torch.manual_seed(8)
+    ours, theirs = layers.BatchNorm2d(3), nn.BatchNorm2d(3)
+    x, dy = torch.randn(4, 3, 5, 5), torch.randn(4, 3, 5, 5)
+    ours(x).backward(dy)
+    theirs(x).backward(dy)
+    assert_close(ours.weight.grad, theirs.weight.grad, rtol=1e-4, atol=1e-4)
+    assert_close(ours.bias.grad, theirs.bias.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_batchnorm_bfloat16_input_matches_float_reference():
+    torch.manual_seed(6)
+    ours = layers.BatchNorm2d(4)
+    x = torch.randn(8, 4, 5, 5, dtype=torch.bfloat16, requires_grad=True)
+    y = ours(x)
+    assert y.dtype == torch.bfloat16
+    ref = nn.BatchNorm2d(4)(x.detach().float())
+    assert_close(y.float(), ref, rtol=2e-2, atol=2e-2)
+    y.float().sum().backward()
+    assert x.grad.dtype == torch.bfloat16
+
+
+def test_layers_accept_channels_last_inputs():
+    torch.manual_seed(12)
+    x = torch.randn(6, 4, 5, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
+    x2 = x.detach().clone().requires_grad_()
+    ours, theirs = layers.BatchNorm2d(4), nn.BatchNorm2d(4)
+    y1, y2 = ours(x), theirs(x2)
+    assert_close(y1, y2)
+    dy = torch.randn(6, 4, 5, 5)
+    y1.backward(dy)
+    y2.backward(dy)
+    assert_close(x.grad, x2.grad, rtol=1e-4, atol=1e-5)
+    for cls in (layers.Dropout, layers.Dropout2d):
+        z = x.detach().abs().add(0.1).contiguous(memory_format=torch.channels_last)
+        out = cls(0.5).train()(z)
+        kept = out != 0
+        assert_close(out[kept], z[kept] / 0.5)

@@ -4,14 +4,18 @@ The study requires these layers to be written by hand. They use the same constru
 arguments, parameter and buffer names as ``torch.nn.BatchNorm1d/2d`` and
 ``torch.nn.Dropout/Dropout2d``, so state dicts move freely between ours and torch's.
 
-Speed matters (the layers run on every step of 29 training runs), so:
+Speed matters (the layers run on every step of 29 training runs; see docs/performance.md
+and ``cifarlab bench --only layers``), so:
 
-* BatchNorm's training forward takes mean and variance in one pass (``torch.var_mean``)
-  and applies the affine map as a single fused ``addcmul`` (one full-size output, no
-  ``x_hat`` temporary); its backward is derived by hand and saves only ``x`` and two
-  per-channel vectors, where autograd would keep several full-size intermediates.
-* Dropout draws its mask with ``bernoulli_`` into the buffer that becomes the scaled mask,
-  so one full-size tensor is allocated besides the output, and autograd saves only it.
+* BatchNorm's training forward is an exact two-pass computation (mean, then the mean of
+  squared deviations, as torch's kernel does) whose squared deviations live in the buffer
+  that becomes the output, so it allocates no full-size temporary; the affine map is one
+  fused ``addcmul``. Its backward is derived by hand (an ``autograd.Function``), saves only
+  ``x`` and two per-channel vectors, and computes ``dy * x`` into the buffer that becomes
+  ``dx``: one full-size allocation, where autograd would keep several.
+* Dropout draws its mask from random 16-bit integers (int64 ``random_`` draws split into
+  lanes) compared with a threshold, written straight into a float buffer: ~10x cheaper
+  than ``bernoulli_`` on this CPU. p is rounded to a multiple of 2**-16 (error <= 2**-17).
 """
 
 from __future__ import annotations
@@ -212,7 +216,7 @@ class BatchNorm2d(_BatchNorm):
 # ``bernoulli_`` (12-27 ns per element on this CPU). A lane keeps its unit when
 # lane < threshold, so the keep probability is a multiple of 2**-bits: p is rounded to the
 # nearest multiple of 2**-16 (absolute error <= 2**-17 ~ 7.6e-6, far below the sampling
-# noise of any mask). Rates within 2**-8 of 0 or 1 use 32-bit lanes (error <= 2**-33).
+# noise of any mask). Rates within 2**-8 of 0 or 1 use 32-bit lanes (error <= 2**-32).
 _LANE_DTYPES = {16: torch.int16, 32: torch.int32}
 
 
@@ -221,37 +225,11 @@ def _lane_bits(p: float) -> int:
 
 
 def _keep_threshold(p: float, bits: int) -> int:
-    # Lanes are uniform over [-2**(bits-1), 2**(bits-1)); P(lane < t) = (t + 2**(bits-1)) / 2**bits.
-    # p in (0, 1) keeps the threshold inside the lane's range (at worst every unit is kept).
+    # Lanes are uniform over [-2**(bits-1), 2**(bits-1)), so
+    # P(lane < t) = (t + 2**(bits-1)) / 2**bits. The clamp keeps t inside the lane's range
+    # (a p below 2**-32 still drops with probability 2**-32).
     keep = round((1.0 - p) * 2**bits)
     return min(keep, 2**bits - 1) - 2 ** (bits - 1)
-
-
-class _ScaleByMask(torch.autograd.Function):
-    """y = x * mask * scale with a bool mask; backward applies the same mask to dy.
-
-    Saving the bool mask (1 byte per element) instead of a float one (4 bytes, what
-    ``x * float_mask`` under autograd keeps) also costs one full-size allocation less.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, mask: Tensor, scale: float) -> Tensor:
-        ctx.save_for_backward(mask)
-        ctx.scale = scale
-        return _apply_mask(x, mask, scale)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dy: Tensor):
-        (mask,) = ctx.saved_tensors
-        return _apply_mask(dy, mask, ctx.scale), None, None
-
-
-def _apply_mask(x: Tensor, mask: Tensor, scale: float) -> Tensor:
-    # The 0/1 mask converted to x's dtype is the output buffer; then two in-place passes.
-    # (x * bool_mask takes a slow mixed-dtype path, torch.where is slower still.)
-    out = mask.to(x.dtype)
-    return out.mul_(x).mul_(scale)
 
 
 class _DropoutBase(nn.Module):
@@ -271,25 +249,30 @@ class _DropoutBase(nn.Module):
     def _mask_shape(self, x: Tensor) -> tuple[int, ...]:
         raise NotImplementedError
 
-    def _keep_mask(self, shape: tuple[int, ...], device: torch.device) -> Tensor:
-        """A bool tensor of ``shape``: True with probability 1 - p (up to the rounding above)."""
+    def _scaled_mask(self, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """A ``like.dtype`` tensor of ``shape`` holding 1/(1-p) (kept) or 0 (dropped)."""
         bits = _lane_bits(self.p)
         numel = math.prod(shape)
         words = -(-numel * bits // 64)  # int64 draws needed, rounded up
-        if self._bits is None or self._bits.device != device or self._bits.numel() < words:
-            self._bits = torch.empty(words, dtype=torch.int64, device=device)
+        if self._bits is None or self._bits.device != like.device or self._bits.numel() < words:
+            self._bits = torch.empty(words, dtype=torch.int64, device=like.device)
         draws = self._bits[:words]
         draws.random_(-(2**63), None)  # every bit uniform (the default leaves the sign bit 0)
         lanes = draws.view(_LANE_DTYPES[bits])[:numel].view(shape)
-        return lanes < _keep_threshold(self.p, bits)
+        # The comparison writes 0/1 straight into a float buffer (no bool mask and no
+        # conversion pass), then the scale is applied in place.
+        # Same layout as the input when the shapes match (channels_last stays channels_last).
+        mask = (torch.empty_like(like) if tuple(like.shape) == shape else
+                torch.empty(shape, dtype=like.dtype, device=like.device))
+        torch.lt(lanes, _keep_threshold(self.p, bits), out=mask)
+        return mask.mul_(1.0 / (1.0 - self.p))
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
-        return self._drop(x, self._keep_mask(self._mask_shape(x), x.device), 1.0 / (1.0 - self.p))
-
-    def _drop(self, x: Tensor, mask: Tensor, scale: float) -> Tensor:
-        raise NotImplementedError
+        # Autograd's multiply saves only the mask (it needs no gradient), so backward is a
+        # single dy * mask, as in torch's own Dropout.
+        return x * self._scaled_mask(self._mask_shape(x), x)
 
     def __getstate__(self) -> dict:
         # The scratch buffer is not state: keep it out of pickles and deep copies.
@@ -311,9 +294,6 @@ class Dropout(_DropoutBase):
     def _mask_shape(self, x: Tensor) -> tuple[int, ...]:
         return tuple(x.shape)
 
-    def _drop(self, x: Tensor, mask: Tensor, scale: float) -> Tensor:
-        return _ScaleByMask.apply(x, mask, scale)
-
 
 class Dropout2d(_DropoutBase):
     """Zeroes whole channels of an (N, C, H, W) input with probability p in training."""
@@ -323,8 +303,3 @@ class Dropout2d(_DropoutBase):
             raise ValueError(f"Dropout2d expects an (N, C, H, W) input, got shape {tuple(x.shape)}")
         # (N, C, 1, 1): one draw per sample and channel, broadcast over H and W.
         return (x.shape[0], x.shape[1], 1, 1)
-
-    def _drop(self, x: Tensor, mask: Tensor, scale: float) -> Tensor:
-        # The (N, C, 1, 1) mask is tiny: scale it, then one broadcast multiply; autograd
-        # saves only the small mask for backward.
-        return x * mask.to(x.dtype).mul_(scale)
