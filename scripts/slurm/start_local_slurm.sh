@@ -22,6 +22,7 @@
 #                           so that jobs asking for --gpus/--gres=gpu are scheduled; the
 #                           jobs still compute on the CPU (default 0)
 #   SLURM_LOCAL_KILLWAIT    seconds between SIGTERM and SIGKILL at a time limit (default 10)
+# Exit status: 0 up, 1 failed to start, 2 bad usage, 3 packages missing and not installable.
 #
 # Side effects outside SLURM_LOCAL_DIR (each one is needed):
 #   - apt-get install munge slurmctld slurmd slurm-client (+ slurmdbd mariadb-server),
@@ -42,7 +43,7 @@ for a in "$@"; do
   case "$a" in
     --accounting) ACCOUNTING=1 ;;
     --no-install) INSTALL=0 ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "unknown option $a" >&2; exit 2 ;;
   esac
 done
@@ -62,8 +63,8 @@ fi
 need=0
 for b in $BINS; do command -v "$b" >/dev/null || need=1; done
 if [ $need = 1 ]; then
-  [ $INSTALL = 1 ] || { echo "SLURM packages missing and --no-install given" >&2; exit 1; }
-  command -v apt-get >/dev/null || { echo "no apt-get: install $PKGS by hand" >&2; exit 1; }
+  [ $INSTALL = 1 ] || { echo "SLURM packages missing and --no-install given" >&2; exit 3; }
+  command -v apt-get >/dev/null || { echo "no apt-get: install $PKGS by hand" >&2; exit 3; }
   log "installing: $PKGS"
   made_policy=0
   if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -71,9 +72,12 @@ if [ $need = 1 ]; then
     made_policy=1
   fi
   export DEBIAN_FRONTEND=noninteractive
-  timeout 300 apt-get update -qq
-  timeout 600 apt-get install -y -qq --no-install-recommends $PKGS >/dev/null
+  apt_ok=1
+  timeout 300 apt-get update -qq || apt_ok=0
+  [ $apt_ok = 1 ] && { timeout 600 apt-get install -y -qq --no-install-recommends $PKGS >/dev/null || apt_ok=0; }
   [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
+  # exit status 3: the packages could not be installed (the tests skip on it)
+  [ $apt_ok = 1 ] || { echo "could not install $PKGS with apt-get" >&2; exit 3; }
   log "packages installed"
 fi
 
@@ -123,7 +127,9 @@ AccountingStoragePort=6819
 # for slurmdbd connections Slurm takes the munge socket from AccountingStoragePass
 AccountingStoragePass=$MSOCK
 JobAcctGatherType=jobacct_gather/linux
-JobAcctGatherFrequency=30"
+JobAcctGatherFrequency=30
+# sacct shows the --comment of a job (the executor plugin puts the rule and wildcards there)
+AccountingStoreFlags=job_comment"
 else
   ACCT="AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none"
@@ -184,6 +190,12 @@ if [ $same_conf = 1 ] && [ "$(readlink /etc/slurm/slurm.conf 2>/dev/null)" = "$D
 fi
 # half-started leftovers or another configuration: stop what runs (state is kept)
 SLURM_LOCAL_DIR=$D "$HERE/stop_local_slurm.sh" >/dev/null 2>&1 || true
+for port in 6817 6818 6819; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port is in use by a process this script did not start (another SLURM?)" >&2
+    exit 1
+  fi
+done
 mv -f "$D/etc/slurm.conf.new" "$D/etc/slurm.conf"
 mv -f "$D/etc/gres.conf.new" "$D/etc/gres.conf"
 mkdir -p /etc/slurm

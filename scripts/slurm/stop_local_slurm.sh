@@ -3,7 +3,7 @@
 # daemons whose PIDs are in its pid files. Idempotent (nothing running: nothing to do).
 # Usage: scripts/slurm/stop_local_slurm.sh [--purge]
 #   --purge  also delete state, logs, config, database and munge key under $SLURM_LOCAL_DIR
-#            and the /etc/slurm symlinks that point there
+# The /etc/slurm/{slurm,gres}.conf links to this cluster are removed in any case.
 # Environment: SLURM_LOCAL_DIR (default /tmp/cifarlab-slurm)
 set -uo pipefail
 D=${SLURM_LOCAL_DIR:-/tmp/cifarlab-slurm}
@@ -12,7 +12,7 @@ PURGE=0
 for a in "$@"; do
   case "$a" in
     --purge) PURGE=1 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "unknown option $a" >&2; exit 2 ;;
   esac
 done
@@ -53,10 +53,15 @@ stop_pid slurmdbd  "$D/run/slurmdbd.pid"
 stop_pid mariadbd  "$D/run/mysqld.pid"
 stop_pid munged    "$D/run/munged.pid"
 
+# Remove the /etc/slurm links to this cluster (start_local_slurm.sh makes them again): with
+# a config naming a controller that is gone, every `scontrol`/`sinfo` waits ~10 s for it, and
+# so does every `snakemake` start on this machine (the SLURM plugin asks `scontrol show
+# config` when it is imported).
+for f in slurm.conf gres.conf; do
+  [ "$(readlink "/etc/slurm/$f" 2>/dev/null)" = "$D/etc/$f" ] && rm -f "/etc/slurm/$f"
+done
+
 if [ $PURGE = 1 ]; then
-  for f in slurm.conf gres.conf; do
-    [ "$(readlink "/etc/slurm/$f" 2>/dev/null)" = "$D/etc/$f" ] && rm -f "/etc/slurm/$f"
-  done
   rm -rf "$D/etc" "$D/run" "$D/log" "$D/munge" "$D/state" "$D/mysql" "$D/dev"
   rmdir "$D" 2>/dev/null || true
   echo "purged $D"
