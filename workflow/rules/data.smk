@@ -11,9 +11,6 @@ rule prepare_data:
         args=pipeline.prepare_args(config),
     log:
         "logs/prepare_data.log",
-    # On a cluster the data is prepared on the submitting node, which can usually reach
-    # the download URL when compute nodes cannot.
-    localrule: True
     conda:
         "../envs/cifarlab.yaml"
     resources:
