@@ -14,7 +14,7 @@ CORES ?= all
 DATA ?=
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run quick smoke test lint bench report clean-venv
+.PHONY: run quick smoke test test-slurm lint bench report clean-venv
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else \
@@ -39,7 +39,12 @@ smoke: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests workflow/scripts
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slurm"
+
+# A real single-node SLURM on loopback (root + Debian packages; skips with the reason
+# otherwise). About 7-9 minutes; CI runs it after `make test`.
+test-slurm: $(STAMP)
+	$(BIN)/python -m pytest -q -m slurm -s
 
 bench: $(STAMP)
 	$(BIN)/cifarlab bench --quick
