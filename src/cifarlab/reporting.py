@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from . import published
+from .stats import accuracy_interval
 from .system import machine_info
 
 log = logging.getLogger("cifarlab.reporting")
@@ -200,14 +201,19 @@ class Report:
             row = {"model": NAMES[m], "seeds": len(b), "best epoch": b["best_epoch"].mean()}
             for col, name in (("train_acc", "train %"), ("val_acc", "val %"),
                               ("test_acc", "test %")):
-                row[name] = b[col].mean()
+                iv = accuracy_interval(list(b[col] / 100), int(b["n_test"].iloc[0])
+                                       if col == "test_acc" else 0)
+                row[name] = iv.mean * 100
+                row[f"{name.split()[0]} 95% CI"] = (
+                    "" if math.isnan(iv.low) else f"[{iv.low * 100:.2f}, {iv.high * 100:.2f}]")
             p = published.ACCURACY[m]
             row["published train / val / test %"] = (
                 f"{p['train_acc']:.2f} / {p['val_acc']:.2f} / {p['test_acc']:.2f}")
             rows.append(row)
         text = ("## Accuracy of the best-validation checkpoint\n\nTrain accuracy is the "
                 "training-mode accuracy averaged over the best epoch's batches, as the study "
-                "reports it.\n\n" + md_table(pd.DataFrame(rows)))
+                "reports it. Intervals: Student t over seeds (with one seed, binomial for the "
+                "test accuracy only).\n\n" + md_table(pd.DataFrame(rows)))
         return text
 
     def mlp_vs_cnn(self) -> str:
