@@ -193,7 +193,7 @@ def settings_for(mode: str) -> BenchSettings:
         return BenchSettings(
             label="full", data_n=5000, loops_repeats={"mlp": 9, "cnn": 5},
             loops_steps={"mlp": 20, "cnn": 2}, layers_repeats={"mlp": 50, "cnn": 7},
-            peak_repeats=5, peak_steps={"mlp": 20, "cnn": 2}, gemm_size=3072,
+            peak_repeats=5, peak_steps={"mlp": 20, "cnn": 2},
             jobs_repeats=5, jobs_seconds=5.0, precision_repeats=5,
             precision_steps={"mlp": 20, "cnn": 2}, accuracy_epochs=8, accuracy_train=10000,
             accuracy_test=5000, accuracy_seeds=3)
@@ -512,19 +512,6 @@ def _training_flops(model: nn.Module, x: Tensor, y: Tensor) -> tuple[int, int]:
     return forward, forward + counter.get_total_flops()
 
 
-def _gflops_samples(fn: Callable[[], object], flops: float, repeats: int,
-                    device: torch.device) -> list[float]:
-    fn()  # warm-up
-    out = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        out.append(flops / (time.perf_counter() - t0) / 1e9)
-    return out
-
-
 def bench_peak(settings: BenchSettings, res: Results, device: torch.device) -> None:
     """Section 3: training-step GFLOP/s against a GEMM and a conv peak, 1 and all threads."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -559,33 +546,45 @@ def bench_peak(settings: BenchSettings, res: Results, device: torch.device) -> N
         with torch.no_grad():
             conv(conv_in)
 
+    loops = {name: OursLoop(model, *synthetic_data(bs * settings.peak_steps[name], seed=3,
+                                                   learnable=False), bs, device)
+             for name, model in models.items()}
+    # name -> (callable, FLOPs per call); repeats interleave all four, so the peaks and the
+    # training steps see the same state of the machine (its speed drifts by 20% or more).
+    work: dict[str, tuple[Callable[[], object], float]] = {
+        "gemm": (lambda: torch.mm(a, b, out=c), 2.0 * n**3),
+        "conv": (conv_forward, conv_flops),
+        **{name: (lambda lp=loop, k=settings.peak_steps[name]: lp.run(k),
+                  flops[name] * settings.peak_steps[name]) for name, loop in loops.items()},
+    }
     all_threads = torch.get_num_threads()
     thread_counts = [1, all_threads] if device.type == "cpu" and all_threads > 1 else [all_threads]
     try:
         for t in thread_counts:
             torch.set_num_threads(t)
-            gemm = summarize(_gflops_samples(lambda: torch.mm(a, b, out=c), 2 * n**3,
-                                             settings.peak_repeats, device), True)
-            convp = summarize(_gflops_samples(conv_forward, conv_flops, settings.peak_repeats,
-                                              device), True)
+            for fn, _ in work.values():  # warm-up at this thread count
+                fn()
+            samples: dict[str, list[float]] = {k: [] for k in work}
+            for r in range(settings.peak_repeats):
+                for k in _interleaved(list(work), r):
+                    fn, fl = work[k]
+                    _sync(device)
+                    t0 = time.perf_counter()
+                    fn()
+                    _sync(device)
+                    samples[k].append(fl / (time.perf_counter() - t0) / 1e9)
+            gemm, convp = summarize(samples["gemm"], True), summarize(samples["conv"], True)
             res.add("peak", f"gemm_fp32_{n}/{t}t", "gflops", gemm)
             res.add("peak", f"cnn_conv2_forward/{t}t", "gflops", convp)
-            for name, model in models.items():
-                loop = OursLoop(model, *synthetic_data(max(bs * settings.peak_steps[name], bs),
-                                                       seed=3, learnable=False), bs, device)
-                steps = settings.peak_steps[name]
-                loop.run(1)  # warm-up
-                step_gflops = summarize(
-                    [flops[name] * steps / _time_run(loop, steps, device) / 1e9
-                     for _ in range(settings.peak_repeats)], True)
-                res.add("peak", f"{name}_train_step/{t}t", "gflops", step_gflops)
-                res.add("peak", f"{name}_train_step/{t}t", "images_per_s",
-                        Stat(*(g * 1e9 / flops[name] * bs for g in
-                               (step_gflops.median, step_gflops.best)), step_gflops.n))
-                res.add("peak", f"{name}_train_step/{t}t", "fraction_of_gemm_peak",
-                        ratio(step_gflops, gemm))
-                res.add("peak", f"{name}_train_step/{t}t", "fraction_of_conv_peak",
-                        ratio(step_gflops, convp))
+            for name in models:
+                step = summarize(samples[name], True)
+                case = f"{name}_train_step/{t}t"
+                res.add("peak", case, "gflops", step)
+                per_image = flops[name] / bs / 1e9  # GFLOP per image
+                res.add("peak", case, "images_per_s",
+                        Stat(step.median / per_image, step.best / per_image, step.n))
+                res.add("peak", case, "fraction_of_gemm_peak", ratio(step, gemm))
+                res.add("peak", case, "fraction_of_conv_peak", ratio(step, convp))
     finally:
         torch.set_num_threads(all_threads)
 
