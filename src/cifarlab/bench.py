@@ -236,6 +236,23 @@ def _load_average() -> float | None:
         return None
 
 
+def _cpu_busy_fraction(seconds: float = 0.5) -> float | None:
+    """Fraction of all CPUs' time spent busy over ``seconds`` (Linux /proc/stat), else None."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields), idle
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1.0 - (idle1 - idle0) / max(total1 - total0, 1)
+
+
 def _interleaved(names: Sequence[str], r: int) -> list[str]:
     # Alternate the order between repeats, so no contender always runs first (cold) or last.
     return list(names) if r % 2 == 0 else list(reversed(names))
@@ -794,10 +811,12 @@ def run_bench(quick: bool = False, out: Path = Path("results/bench"),
     device = _device()
     res = Results()
     load_start = _load_average()
-    if load_start is not None and load_start > 0.5:
-        # Other processes share the cores: every timing below would include their share.
-        print(f"[bench] warning: 1-minute load average is {load_start:.2f} before starting; "
-              "timings will be noisy (run on an idle machine)", file=sys.stderr, flush=True)
+    busy = _cpu_busy_fraction()
+    if busy is not None and busy > 0.2:
+        # Other processes share the cores: every timing below would include their share
+        # (and OpenMP's multi-threaded kernels slow down far more than their share).
+        print(f"[bench] warning: the CPUs were {busy:.0%} busy before starting; timings "
+              "will be noisy (run on an idle machine)", file=sys.stderr, flush=True)
     t_start = time.perf_counter()
     seconds: dict[str, float] = {}
     for name in SECTIONS:
@@ -814,6 +833,7 @@ def run_bench(quick: bool = False, out: Path = Path("results/bench"),
         "sections": [s for s in SECTIONS if s in chosen],
         "section_seconds": seconds,
         "wall_seconds": round(time.perf_counter() - t_start, 2),
+        "cpu_busy_before_start": busy,
         "load_average_start": load_start,
         "load_average_end": _load_average(),
         "settings": asdict(settings),

@@ -14,8 +14,9 @@ and ``cifarlab bench --only layers``), so:
   ``x`` and two per-channel vectors, and computes ``dy * x`` into the buffer that becomes
   ``dx``: one full-size allocation, where autograd would keep several.
 * Dropout draws its mask from random 16-bit integers (int64 ``random_`` draws split into
-  lanes) compared with a threshold, written straight into a float buffer: ~10x cheaper
-  than ``bernoulli_`` on this CPU. p is rounded to a multiple of 2**-16 (error <= 2**-17).
+  lanes) compared with a threshold into a float mask: 2-3x cheaper forward + backward
+  than torch's ``bernoulli_``-based Dropout on this CPU. p is rounded to a multiple of
+  2**-16 (error <= 2**-17).
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ class _BatchNormTrain(torch.autograd.Function):
         dx      = weight * invstd / N * (N * dy - sum(dy) - xhat * sum(dy * xhat))
     written as dx = dy * a + x * b + c with per-channel a, b, c, i.e. two fused
     full-size operations.
+
+    Precision: the forward is exact (two-pass). The backward uses
+    sum(dy * (x - mean)) = sum(dy * x) - mean * sum(dy) and x * b + c, whose float32
+    rounding grows like 1e-7 * |mean| / std: negligible for activations (|mean| ~ std), but
+    e.g. 3e-4 relative error in dweight (torch: 2e-5) for a channel with mean 1000, std 1.
+    Centring x first would cost one more full-size buffer per layer (~3% of a CNN step).
     """
 
     @staticmethod
@@ -58,11 +65,11 @@ class _BatchNormTrain(torch.autograd.Function):
         # Two passes, exact like torch's kernel: the mean, then the mean of squared deviations.
         # The squares go into the buffer that becomes the output, so no full-size temporary
         # is allocated (a fresh 52 MB buffer costs ~2.4 ns/element in page faults here).
+        # (sum then divide: measured 2x faster than .mean() over (0, 2, 3) here)
         mean = xf.sum(dims).div_(n)  # (C,)
         out = torch.sub(xf, mean.view(shape))  # (N, C, ...): x - mean
-        out.square_()
-        var = out.sum(dims).div_(n)  # (C,), biased, as used for normalising
-        invstd = torch.rsqrt(var + eps)
+        var = out.square_().sum(dims).div_(n)  # (C,), biased, as used for normalising
+        invstd = var.add(eps).rsqrt_()
         scale = invstd if weight is None else invstd * weight
         shift = -mean * scale if bias is None else torch.addcmul(bias, mean, scale, value=-1)
         # y = x * scale + shift in one fused pass over the output buffer (as torch's CPU kernel)
@@ -85,14 +92,16 @@ class _BatchNormTrain(torch.autograd.Function):
         # dy * x goes into the buffer that becomes dx: one full-size allocation in all.
         dx = torch.mul(dyf, xf)  # (N, C, ...)
         # sum(dy * (x - mean)) = sum(dy * x) - mean * sum(dy): no (x - mean) temporary.
-        sum_dy_xmu = dx.sum(dims) - mean * sum_dy
-        dweight = sum_dy_xmu * invstd if weight is not None else None
+        sum_dy_xmu = torch.addcmul(dx.sum(dims), mean, sum_dy, value=-1)  # (C,)
+        sum_dy_xhat = sum_dy_xmu * invstd  # (C,), = dweight
+        dweight = sum_dy_xhat if weight is not None else None
         dbias = sum_dy if ctx.has_bias else None
         if not ctx.needs_input_grad[0]:
             return None, dweight, dbias, None
+        # Per-channel coefficients in few small ops (each costs ~5 us on (C,) vectors).
         a = invstd if weight is None else invstd * weight
-        b = -a * invstd * invstd * sum_dy_xmu / n
-        c = -a * sum_dy / n - mean * b
+        b = (a * sum_dy_xhat).mul_(invstd).mul_(-1.0 / n)  # -a * invstd^2 * sum_dy_xmu / n
+        c = torch.addcmul((a * sum_dy).mul_(-1.0 / n), mean, b, value=-1)  # -a sum_dy/n - mean b
         torch.addcmul(c.view(shape), dyf, a.view(shape), out=dx)
         dx.addcmul_(xf, b.view(shape))
         return dx.to(x.dtype), dweight, dbias, None
@@ -259,8 +268,8 @@ class _DropoutBase(nn.Module):
         draws = self._bits[:words]
         draws.random_(-(2**63), None)  # every bit uniform (the default leaves the sign bit 0)
         lanes = draws.view(_LANE_DTYPES[bits])[:numel].view(shape)
-        # The comparison writes 0/1 straight into a float buffer (no bool mask and no
-        # conversion pass), then the scale is applied in place.
+        # 0/1 from the comparison into a float buffer (measured faster than a bool mask
+        # converted with .to(), torch.mul(bool, scale) or torch.where), scaled in place.
         # Same layout as the input when the shapes match (channels_last stays channels_last).
         mask = (torch.empty_like(like) if tuple(like.shape) == shape else
                 torch.empty(shape, dtype=like.dtype, device=like.device))

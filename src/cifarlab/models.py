@@ -38,8 +38,13 @@ class MaxPool2d(nn.MaxPool2d):
     Values are identical; the output is returned in the input's layout.
     """
 
+    # Only narrow maps gain: at the study's 128 and 512 channels the NCHW kernel was faster
+    # (forward + backward 85 vs 103 ms at (100, 128, 32, 32), 30 vs 32 ms at (100, 512, 11, 11)).
+    MAX_CHANNELS = 64
+
     def forward(self, x: Tensor) -> Tensor:
-        if x.device.type != "cpu" or x.is_contiguous(memory_format=torch.channels_last):
+        if (x.device.type != "cpu" or x.shape[1] > self.MAX_CHANNELS
+                or x.is_contiguous(memory_format=torch.channels_last)):
             return super().forward(x)
         y = super().forward(x.contiguous(memory_format=torch.channels_last))
         return y.contiguous()
