@@ -1,8 +1,17 @@
 import pytest
 import torch
+from torch import nn
 
 from cifarlab.layers import BatchNorm1d, BatchNorm2d, Dropout, Dropout2d
-from cifarlab.models import CNN, MLP, MODELS, build_model, count_parameters, first_layer_weights
+from cifarlab.models import (
+    CNN,
+    MLP,
+    MODELS,
+    MaxPool2d,
+    build_model,
+    count_parameters,
+    first_layer_weights,
+)
 
 
 def test_study_parameter_counts():
@@ -63,3 +72,28 @@ def test_train_eval_switch_reaches_handwritten_layers():
     a = m(x)
     b = m(x)
     assert not torch.equal(a, b)  # train: dropout draws new masks
+
+
+@pytest.mark.parametrize("shape, kwargs", [
+    ((4, 8, 32, 32), {"kernel_size": 5, "stride": 3, "padding": 2}),  # the CNN's first pool
+    ((3, 16, 11, 11), {"kernel_size": 5, "stride": 4, "padding": 2}),  # its second
+    ((2, 5, 9, 7), {"kernel_size": (3, 2), "stride": None, "padding": (1, 0)}),
+    ((2, 3, 10, 10), {"kernel_size": 3, "stride": 2, "dilation": 2, "ceil_mode": True}),
+])
+def test_maxpool_equals_torch_values_and_gradients(shape, kwargs):
+    # Many exact ties (zeros, as after ReLU and Dropout) and distinct positives.
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=gen).relu()
+    x[torch.rand(shape, generator=gen) < 0.3] = 0.0
+    ours_in, ref_in = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours, ref = MaxPool2d(**kwargs), nn.MaxPool2d(**kwargs)
+    y_ours, y_ref = ours(ours_in), ref(ref_in)
+    assert y_ours.is_contiguous() and y_ours.shape == y_ref.shape
+    torch.testing.assert_close(y_ours, y_ref, rtol=0, atol=0)
+    grad = torch.randn(y_ref.shape, generator=gen)
+    y_ours.backward(grad)
+    y_ref.backward(grad)
+    torch.testing.assert_close(ours_in.grad, ref_in.grad, rtol=0, atol=0)
+    with torch.no_grad():  # eval path
+        torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=0)
+

@@ -49,7 +49,7 @@ from torch import Tensor, nn
 
 from . import layers
 from .models import CNN, MLP
-from .system import machine_info
+from .system import machine_info, tune_cpu_allocator
 from .train import evaluate, make_optimizer, normalize, set_threads, train_epoch
 
 __all__ = ["SECTIONS", "Stat", "BenchSettings", "Results", "summarize", "ratio", "settings_for",
@@ -629,6 +629,7 @@ def _jobs_worker() -> None:
     """
     cfg = json.loads(sys.stdin.readline())
     set_threads(1)  # also pins the inter-op pool to 1 thread, as the pipeline's jobs do
+    tune_cpu_allocator()  # as `cifarlab train` does
     torch.manual_seed(cfg["seed"])
     device = torch.device("cpu")
     bs = cfg["batch"]
@@ -808,6 +809,7 @@ def run_bench(quick: bool = False, out: Path = Path("results/bench"),
     if unknown:
         raise ValueError(f"unknown bench section(s) {unknown}; valid: {', '.join(SECTIONS)}")
     settings = settings or settings_for("quick" if quick else "full")
+    tune_cpu_allocator()  # as `cifarlab train` does; CIFARLAB_MALLOC=system measures without
     device = _device()
     res = Results()
     load_start = _load_average()

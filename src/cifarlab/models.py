@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
 
 from .layers import BatchNorm1d, BatchNorm2d, Dropout, Dropout2d
 
@@ -29,25 +30,51 @@ def _dropout_or_identity(p: float, channelwise: bool = False) -> nn.Module:
     return Dropout2d(p) if channelwise else Dropout(p)
 
 
-class MaxPool2d(nn.MaxPool2d):
-    """torch's MaxPool2d, computed in channels_last layout on the CPU.
+class _MaxPoolChannelsLastForward(torch.autograd.Function):
+    """torch's max pooling, forward in channels_last and backward in NCHW (CPU speed only).
 
-    The CPU kernel for NCHW walks each window element by element; for channels_last it
-    vectorises over channels. Measured on a 2-core CPU, (100, 16, 32, 32) input, k5 s3 p2:
-    forward 20.6 -> 5.3 ms including both layout copies, forward + backward 54.6 -> 13.8 ms.
-    Values are identical; the output is returned in the input's layout.
+    On a CPU the NCHW forward kernel walks each window element by element, while the
+    channels_last one vectorises over channels; for the backward it is the other way round
+    (a scatter by the saved indices is cheap in NCHW). The indices are positions within each
+    (H, W) plane, the same in both layouts, so the NCHW backward takes the channels_last
+    forward's indices. Values and gradients equal ``F.max_pool2d``'s (tested).
     """
 
-    # Only narrow maps gain: at the study's 128 and 512 channels the NCHW kernel was faster
-    # (forward + backward 85 vs 103 ms at (100, 128, 32, 32), 30 vs 32 ms at (100, 512, 11, 11)).
-    MAX_CHANNELS = 64
+    @staticmethod
+    def forward(ctx, x: Tensor, kernel: list[int], stride: list[int], padding: list[int],
+                dilation: list[int], ceil_mode: bool) -> Tensor:
+        out, idx = torch.ops.aten.max_pool2d_with_indices(
+            x.contiguous(memory_format=torch.channels_last), kernel, stride, padding,
+            dilation, ceil_mode)
+        idx = idx.contiguous()  # (N, C, H_out, W_out), NCHW like the gradient will be
+        ctx.save_for_backward(x, idx)
+        ctx.args = (kernel, stride, padding, dilation, ceil_mode)
+        return out.contiguous()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, idx = ctx.saved_tensors
+        dx = torch.ops.aten.max_pool2d_with_indices_backward(grad.contiguous(), x, *ctx.args, idx)
+        return dx, None, None, None, None, None
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """torch's MaxPool2d; on a CPU, NCHW input is pooled by the faster kernel of each pass.
+
+    Forward + backward on the 2-core machine of docs/performance.md (medians, 2 threads):
+    the CNN's first pool, k5 s3 p2 on (100, 128, 32, 32): 90.7 -> 34.4 ms; its second,
+    k5 s4 p2 on (100, 512, 11, 11): 29.5 -> 13.9 ms; the quick profile's (100, 16, 32, 32):
+    11.7 -> 4.3 ms.
+    """
 
     def forward(self, x: Tensor) -> Tensor:
-        if (x.device.type != "cpu" or x.shape[1] > self.MAX_CHANNELS
+        if (x.device.type != "cpu" or self.return_indices or x.dim() != 4
                 or x.is_contiguous(memory_format=torch.channels_last)):
             return super().forward(x)
-        y = super().forward(x.contiguous(memory_format=torch.channels_last))
-        return y.contiguous()
+        return _MaxPoolChannelsLastForward.apply(
+            x, list(_pair(self.kernel_size)), list(_pair(self.stride or self.kernel_size)),
+            list(_pair(self.padding)), list(_pair(self.dilation)), self.ceil_mode)
 
 
 class MLP(nn.Module):

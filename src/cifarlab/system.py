@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 from pathlib import Path
@@ -30,4 +31,44 @@ def machine_info() -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu_allocator": _allocator,
     }
+
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+ALLOCATOR_ENV = "CIFARLAB_MALLOC"
+_allocator = "system"  # what machine_info reports; "reuse" once tune_cpu_allocator succeeded
+
+
+def tune_cpu_allocator(limit_bytes: int = 1 << 30) -> bool:
+    """Let glibc reuse freed memory for large CPU tensors instead of fresh ``mmap`` pages.
+
+    torch allocates a new buffer for most activations and gradients; glibc serves every
+    block above its mmap threshold (at most 32 MB by default) with fresh pages and returns
+    them on free, so each new (100, 128, 32, 32) float32 activation (52 MB) of the CNN pays
+    ~13M page faults: 18.5 ms to fill it fresh against 3.1 ms for a reused buffer on the
+    2-core machine of docs/performance.md. Raising the mmap and trim thresholds to
+    ``limit_bytes`` keeps such blocks in the heap for the next step. The cost: memory a
+    job freed stays with the job (its peak) until it exits.
+
+    No-op (False) off glibc, or when ``CIFARLAB_MALLOC=system`` is set. Idempotent.
+    """
+    if os.environ.get(ALLOCATOR_ENV, "").lower() == "system":
+        return False
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)  # the running process's C library
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    limit = min(int(limit_bytes), 2**31 - 1)
+    ok = bool(mallopt(_M_MMAP_THRESHOLD, limit)) and bool(mallopt(_M_TRIM_THRESHOLD, limit))
+    if ok:
+        global _allocator
+        _allocator = f"glibc, freed blocks up to {limit >> 20} MiB reused"
+    return ok
