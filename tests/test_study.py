@@ -1,6 +1,7 @@
 """The configuration is the study: 29 canonical runs, shared points, validation errors."""
 
 import copy
+import json
 from pathlib import Path
 
 import jsonschema
@@ -124,3 +125,33 @@ def test_semantic_errors_name_key_and_choices(mutate, match):
     mutate(cfg)
     with pytest.raises(ConfigError, match=match):
         build_plan(cfg)
+
+
+def test_spec_files_keep_small_numbers_numeric(tmp_path):
+    # json.dumps writes 1e-05, which YAML 1.1 (PyYAML) alone would read as a string.
+    from cifarlab.cli import _load_spec
+
+    spec = {"model": "cnn", "optimizer": "adamw", "lr": 0.001, "weight_decay": 1e-5,
+            "data": {"source": "folder", "checksum": "0123"}}
+    as_json = tmp_path / "spec.json"
+    as_json.write_text(json.dumps(spec))
+    as_yaml = tmp_path / "spec.yaml"
+    as_yaml.write_text("model: cnn\noptimizer: adamw\nlr: 1e-3\nweight_decay: 1e-5\n"
+                       "data: {source: folder, checksum: '0123'}\n")
+    for path in (as_json, as_yaml):
+        loaded = _load_spec(str(path))
+        assert loaded["weight_decay"] == 1e-5 and loaded["lr"] == 1e-3
+        assert loaded["data"]["checksum"] == "0123"
+
+
+def test_plan_command_reads_exponent_numbers(tmp_path, capsys):
+    from cifarlab.cli import main
+
+    override = tmp_path / "override.yaml"
+    override.write_text("models:\n  cnn:\n    weight_decay: 1e-4\n")
+    out = tmp_path / "plan.json"
+    assert main(["plan", str(ROOT / "config" / "config.yaml"), str(override),
+                 "--out", str(out)]) == 0
+    plan = json.loads(out.read_text())
+    cnn = [e["spec"] for e in plan.values() if e["spec"]["model"] == "cnn"]
+    assert cnn and all(s["weight_decay"] == 1e-4 for s in cnn)

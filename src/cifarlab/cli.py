@@ -29,7 +29,16 @@ def _load_spec(value: str) -> dict:
     path = Path(value)
     if not path.exists():
         raise SystemExit(f"error: --spec {value!r} is neither inline JSON nor an existing file")
-    return yaml.safe_load(path.read_text())
+    if path.suffix.lower() == ".json":
+        return json.loads(path.read_text())
+    from .study import coerce_scalars
+
+    # YAML 1.1 reads 1e-05 (as json.dumps writes it) as a string: type it as a number.
+    # The data section (names, checksums) stays as written.
+    spec = yaml.safe_load(path.read_text())
+    if not isinstance(spec, dict):
+        raise SystemExit(f"error: --spec file {value!r} does not hold a mapping")
+    return {k: v if k == "data" else coerce_scalars(v) for k, v in spec.items()}
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -76,12 +85,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from .study import build_plan
+    from .study import build_plan, normalize_config
 
     config: dict = {}
     for path in args.config:
         config = _merge(config, yaml.safe_load(Path(path).read_text()) or {})
-    plan = build_plan(config)
+    plan = build_plan(normalize_config(config))  # as the Snakefile does
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(plan, indent=1) + "\n")

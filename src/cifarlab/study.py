@@ -187,11 +187,12 @@ def _yaml_scalar(value: Any) -> Any:
     return value
 
 
-def _coerce(node: Any) -> Any:
+def coerce_scalars(node: Any) -> Any:
+    """Numbers and booleans written as strings ("1e-5", "0", "true") become typed values."""
     if isinstance(node, dict):
-        return {k: _coerce(v) for k, v in node.items()}
+        return {k: coerce_scalars(v) for k, v in node.items()}
     if isinstance(node, list):
-        return [_coerce(v) for v in node]
+        return [coerce_scalars(v) for v in node]
     return _yaml_scalar(node)
 
 
@@ -204,7 +205,7 @@ def normalize_config(config: dict) -> dict:
     """
     for key in list(config):
         if key not in _STRING_KEYS:
-            config[key] = _coerce(config[key])
+            config[key] = coerce_scalars(config[key])
     if isinstance(config.get("seeds"), int):
         config["seeds"] = [config["seeds"]]
     return config
