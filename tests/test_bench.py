@@ -141,3 +141,23 @@ def test_study_flops_per_image_match_the_issue():
     assert round(total / 2 / 1e6) == 2371 and round(fwd / 2 / 1e6) == 797
     _, total = bench._training_flops(MLP(), x, y)
     assert round(total / 2 / 1e6, 1) == 12.6
+
+
+def test_gpu_sharing_measures_concurrent_runs(tmp_path):
+    # The code path `cifarlab bench` takes on CUDA (run here on the CPU: same processes and
+    # protocol, only the device differs).
+    res = bench.Results()
+    bench._bench_gpu_sharing(bench.settings_for("test"), res, torch.device("cpu"))
+    for k in bench.GPU_SHARES:
+        st = res.get("jobs", f"mlp_gpu/{k}_runs", "total_images_per_s")
+        assert st is not None and st.median > 0
+    assert res.get("jobs", "mlp_gpu/4_runs_vs_1", "ratio") is not None
+
+
+def test_targets_are_judged_on_cpu_runs_only():
+    res = bench.Results()
+    res.add("loops", "mlp/ours_vs_course", "ratio", bench.Stat(2.0, 2.1, 3))
+    bench._check_targets(res, torch.device("cuda"))
+    assert res.targets == []
+    bench._check_targets(res, torch.device("cpu"))
+    assert [t["met"] for t in res.targets] == [True]
