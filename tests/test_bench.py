@@ -148,10 +148,11 @@ def test_gpu_sharing_measures_concurrent_runs(tmp_path):
     # protocol, only the device differs).
     res = bench.Results()
     bench._bench_gpu_sharing(bench.settings_for("test"), res, torch.device("cpu"))
-    for k in bench.GPU_SHARES:
-        st = res.get("jobs", f"mlp_gpu/{k}_runs", "total_images_per_s")
-        assert st is not None and st.median > 0
-    assert res.get("jobs", "mlp_gpu/4_runs_vs_1", "ratio") is not None
+    for model in ("mlp", "cnn"):
+        for k in bench.GPU_SHARES:
+            st = res.get("jobs", f"{model}_gpu/{k}_runs", "total_images_per_s")
+            assert st is not None and st.median > 0
+        assert res.get("jobs", f"{model}_gpu/4_runs_vs_1", "ratio") is not None
 
 
 def test_targets_are_judged_on_cpu_runs_only():

@@ -631,8 +631,9 @@ def _jobs_worker() -> None:
     """A job of the ``jobs`` section, run as its own process; talks JSON lines on stdio.
 
     First line in: the settings; out: {"ready": true} after a warm-up. Then per line in
-    {"threads": t, "seconds": s}: MLP training steps with t threads for s seconds; out:
-    {"images": ..., "seconds": ...}. {"quit": true} or end of input stops it.
+    {"threads": t, "seconds": s}: training steps (of cfg["model"], default the MLP) with t
+    threads for s seconds; out: {"images": ..., "seconds": ...}. {"quit": true} or the end
+    of input stops it.
     """
     cfg = json.loads(sys.stdin.readline())
     set_threads(1)  # also pins the inter-op pool to 1 thread, as the pipeline's jobs do
@@ -643,7 +644,7 @@ def _jobs_worker() -> None:
     # the measurement has no per-step host sync (as a real epoch has none).
     chunk = 10 if device.type == "cuda" else 1
     bs = cfg["batch"]
-    model = MLP(**cfg["mlp"])
+    model = _build(cfg.get("model", "mlp"), cfg.get("kwargs", cfg.get("mlp", {}))).to(device)
     loop = OursLoop(model, *synthetic_data(cfg["n"], seed=cfg["seed"], learnable=False), bs,
                     device, seed=cfg["seed"])
     loop.run(2)
@@ -708,29 +709,31 @@ GPU_SHARES = (1, 2, 4)
 
 
 def _bench_gpu_sharing(settings: BenchSettings, res: Results, device: torch.device) -> None:
-    cfg = {"seed": 0, "batch": settings.batch, "mlp": settings.mlp, "device": str(device),
-           "n": max(settings.batch * 50, 1000)}
-    workers: list[_Worker] = []
-    try:
-        for _ in range(max(GPU_SHARES)):
-            workers.append(_Worker(cfg))
-        for w in workers:
-            w.receive()
-        rates: dict[int, list[float]] = {k: [] for k in GPU_SHARES}
-        for r in range(settings.jobs_repeats):
-            for k in _interleaved(list(GPU_SHARES), r):
-                for w in workers[:k]:
-                    w.send({"threads": 1, "seconds": settings.jobs_seconds})
-                reports = [w.receive() for w in workers[:k]]
-                rates[k].append(sum(rep["images"] / rep["seconds"] for rep in reports))
-    finally:
-        for w in workers:
-            w.close()
-    stats = {k: summarize(v, True) for k, v in rates.items()}
-    for k, st in stats.items():
-        res.add("jobs", f"mlp_gpu/{k}_runs", "total_images_per_s", st)
-        if k > 1:
-            res.add("jobs", f"mlp_gpu/{k}_runs_vs_1", "ratio", ratio(st, stats[1]))
+    for name in ("mlp", "cnn"):
+        kwargs = settings.mlp if name == "mlp" else settings.cnn
+        cfg = {"seed": 0, "batch": settings.batch, "model": name, "kwargs": kwargs,
+               "device": str(device), "n": max(settings.batch * 50, 1000)}
+        workers: list[_Worker] = []
+        try:
+            for _ in range(max(GPU_SHARES)):
+                workers.append(_Worker(cfg))
+            for w in workers:
+                w.receive()
+            rates: dict[int, list[float]] = {k: [] for k in GPU_SHARES}
+            for r in range(settings.jobs_repeats):
+                for k in _interleaved(list(GPU_SHARES), r):
+                    for w in workers[:k]:
+                        w.send({"threads": 1, "seconds": settings.jobs_seconds})
+                    reports = [w.receive() for w in workers[:k]]
+                    rates[k].append(sum(rep["images"] / rep["seconds"] for rep in reports))
+        finally:
+            for w in workers:
+                w.close()
+        stats = {k: summarize(v, True) for k, v in rates.items()}
+        for k, st in stats.items():
+            res.add("jobs", f"{name}_gpu/{k}_runs", "total_images_per_s", st)
+            if k > 1:
+                res.add("jobs", f"{name}_gpu/{k}_runs_vs_1", "ratio", ratio(st, stats[1]))
 
 
 def _bench_cpu_jobs(settings: BenchSettings, res: Results) -> None:
