@@ -154,3 +154,15 @@ def test_snakemake_report(smoke):
     out = smoke["work"] / "snakemake-report.zip"
     snakemake(smoke["work"], *smoke["common"], "--report", str(out))
     assert out.stat().st_size > 10_000
+
+
+def test_gpu_profile_gives_each_run_one_gpu_slot(tmp_path):
+    # profiles/gpu: four runs share the GPU (budget gpu=4, each training job asks gpu=1).
+    proc = snakemake(tmp_path, "-n", "--profile", str(ROOT / "profiles/gpu"), "--cores", "2",
+                     "--printshellcmds")
+    out = proc.stdout + proc.stderr
+    assert job_counts(out)["train"] == 29
+    train_blocks = [b for b in out.split("rule ")[1:] if b.startswith("train:")]
+    assert len(train_blocks) == 29
+    assert all(re.search(r"resources:.*\bgpu=1\b", b) for b in train_blocks)
+    assert all("--threads 2" in b for b in train_blocks)
