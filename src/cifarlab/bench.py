@@ -708,49 +708,19 @@ def bench_jobs(settings: BenchSettings, res: Results, device: torch.device) -> N
 GPU_SHARES = (1, 2, 4)
 
 
-def _bench_gpu_sharing(settings: BenchSettings, res: Results, device: torch.device) -> None:
-    for name in ("mlp", "cnn"):
-        kwargs = settings.mlp if name == "mlp" else settings.cnn
-        cfg = {"seed": 0, "batch": settings.batch, "model": name, "kwargs": kwargs,
-               "device": str(device), "n": max(settings.batch * 50, 1000)}
-        workers: list[_Worker] = []
-        try:
-            for _ in range(max(GPU_SHARES)):
-                workers.append(_Worker(cfg))
-            for w in workers:
-                w.receive()
-            rates: dict[int, list[float]] = {k: [] for k in GPU_SHARES}
-            for r in range(settings.jobs_repeats):
-                for k in _interleaved(list(GPU_SHARES), r):
-                    for w in workers[:k]:
-                        w.send({"threads": 1, "seconds": settings.jobs_seconds})
-                    reports = [w.receive() for w in workers[:k]]
-                    rates[k].append(sum(rep["images"] / rep["seconds"] for rep in reports))
-        finally:
-            for w in workers:
-                w.close()
-        stats = {k: summarize(v, True) for k, v in rates.items()}
-        for k, st in stats.items():
-            res.add("jobs", f"{name}_gpu/{k}_runs", "total_images_per_s", st)
-            if k > 1:
-                res.add("jobs", f"{name}_gpu/{k}_runs_vs_1", "ratio", ratio(st, stats[1]))
+def _measure_arrangements(cfg: dict, arrangements: dict[str, tuple[int, int]],
+                          settings: BenchSettings) -> dict[str, Stat]:
+    """Total images/s of each arrangement name -> (jobs, threads per job), as processes.
 
-
-def _bench_cpu_jobs(settings: BenchSettings, res: Results) -> None:
-    n = _cores()
-    cfg = {"seed": 0, "batch": settings.batch, "mlp": settings.jobs_mlp or settings.mlp,
-           "n": max(settings.batch * 10, 1000)}
-    # One process per possible job, started once (torch takes seconds to import); an
-    # arrangement with fewer jobs leaves the rest blocked on their input, using no CPU.
+    One process per possible job, started once (torch takes seconds to import); an
+    arrangement with fewer jobs leaves the rest blocked on their input, using no CPU.
+    """
     workers: list[_Worker] = []
     try:
-        for _ in range(n):
+        for _ in range(max(jobs for jobs, _ in arrangements.values())):
             workers.append(_Worker(cfg))
         for w in workers:
             w.receive()
-        arrangements = {f"1x{n}": (1, n), f"{n}x1": (n, 1)}
-        if n > 1:
-            arrangements[f"{n}x{n}_oversubscribed"] = (n, n)
         rates: dict[str, list[float]] = {k: [] for k in arrangements}
         for r in range(settings.jobs_repeats):
             for k in _interleaved(list(arrangements), r):
@@ -762,7 +732,30 @@ def _bench_cpu_jobs(settings: BenchSettings, res: Results) -> None:
     finally:
         for w in workers:
             w.close()
-    stats = {k: summarize(v, True) for k, v in rates.items()}
+    return {k: summarize(v, True) for k, v in rates.items()}
+
+
+def _bench_gpu_sharing(settings: BenchSettings, res: Results, device: torch.device) -> None:
+    for name in ("mlp", "cnn"):
+        kwargs = settings.mlp if name == "mlp" else settings.cnn
+        cfg = {"seed": 0, "batch": settings.batch, "model": name, "kwargs": kwargs,
+               "device": str(device), "n": max(settings.batch * 50, 1000)}
+        stats = _measure_arrangements(cfg, {f"{k}_runs": (k, 1) for k in GPU_SHARES}, settings)
+        for k in GPU_SHARES:
+            res.add("jobs", f"{name}_gpu/{k}_runs", "total_images_per_s", stats[f"{k}_runs"])
+            if k > 1:
+                res.add("jobs", f"{name}_gpu/{k}_runs_vs_1", "ratio",
+                        ratio(stats[f"{k}_runs"], stats["1_runs"]))
+
+
+def _bench_cpu_jobs(settings: BenchSettings, res: Results) -> None:
+    n = _cores()
+    cfg = {"seed": 0, "batch": settings.batch, "mlp": settings.jobs_mlp or settings.mlp,
+           "n": max(settings.batch * 10, 1000)}
+    arrangements = {f"1x{n}": (1, n), f"{n}x1": (n, 1)}
+    if n > 1:
+        arrangements[f"{n}x{n}_oversubscribed"] = (n, n)
+    stats = _measure_arrangements(cfg, arrangements, settings)
     for k, s in stats.items():
         res.add("jobs", f"mlp/{k}", "total_images_per_s", s)
     if n > 1:

@@ -73,7 +73,7 @@ class MaxPool2d(nn.MaxPool2d):
                 or x.is_contiguous(memory_format=torch.channels_last)):
             return super().forward(x)
         return _MaxPoolChannelsLastForward.apply(
-            x, list(_pair(self.kernel_size)), list(_pair(self.stride or self.kernel_size)),
+            x, list(_pair(self.kernel_size)), list(_pair(self.stride)),
             list(_pair(self.padding)), list(_pair(self.dilation)), self.ceil_mode)
 
 
