@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from cifarlab.system import tune_cpu_allocator
+
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 # Page faults of a training-like pattern: each iteration allocates three fresh 52 MB float32
@@ -62,3 +64,9 @@ def test_allocator_setting_can_be_switched_off():
     # The reason for the setting: without it every such block comes back as fresh pages
     # (fewer faults where transparent huge pages back the mapping, but still hundreds).
     assert default["faults"] > 1000, default
+
+
+def test_allocator_setting_rejects_an_unknown_value(monkeypatch):
+    monkeypatch.setenv("CIFARLAB_MALLOC", "jemalloc")
+    with pytest.raises(ValueError, match=r"CIFARLAB_MALLOC='jemalloc'.*'tuned', 'system'"):
+        tune_cpu_allocator()

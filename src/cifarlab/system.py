@@ -39,6 +39,7 @@ def machine_info() -> dict:
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 ALLOCATOR_ENV = "CIFARLAB_MALLOC"
+ALLOCATOR_CHOICES = ("tuned", "system")
 _allocator = "system"  # what machine_info reports; "reuse" once tune_cpu_allocator succeeded
 
 
@@ -48,14 +49,22 @@ def tune_cpu_allocator(limit_bytes: int = 1 << 30) -> bool:
     torch allocates a new buffer for most activations and gradients; glibc serves every
     block above its mmap threshold (at most 32 MB by default) with fresh pages and returns
     them on free, so each new (100, 128, 32, 32) float32 activation (52 MB) of the CNN pays
-    ~13M page faults: 18.5 ms to fill it fresh against 3.1 ms for a reused buffer on the
+    ~12,800 page faults: 18.5 ms to fill it fresh against 3.1 ms for a reused buffer on the
     2-core machine of docs/performance.md. Raising the mmap and trim thresholds to
     ``limit_bytes`` keeps such blocks in the heap for the next step. The cost: memory a
     job freed stays with the job (its peak) until it exits.
 
-    No-op (False) off glibc, or when ``CIFARLAB_MALLOC=system`` is set. Idempotent.
+    ``CIFARLAB_MALLOC``: ``tuned`` (the default, also when unset or empty) or ``system``
+    (glibc's own thresholds: returns False); any other value raises ConfigError before
+    anything runs. No-op (False) off glibc. Idempotent.
     """
-    if os.environ.get(ALLOCATOR_ENV, "").lower() == "system":
+    choice = os.environ.get(ALLOCATOR_ENV, "").strip().lower() or "tuned"
+    if choice not in ALLOCATOR_CHOICES:
+        from .study import ConfigError  # a ValueError the CLI reports without a traceback
+
+        raise ConfigError(f"{ALLOCATOR_ENV}={os.environ[ALLOCATOR_ENV]!r} is not a valid choice; "
+                         f"use one of {ALLOCATOR_CHOICES} (or unset it for 'tuned')")
+    if choice == "system":
         return False
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
