@@ -14,6 +14,8 @@ Two controllers run at once against the cluster, both from a "login node" (this 
     (train.runtime_minutes: 1), with as many short epochs as take ~100 s of CPU time here
     (measured first): attempt 1 is killed by SLURM, attempt 2 (2 minutes) must resume from
     the checkpoint, and so on.
+A third job, outside Snakemake, ignores SIGTERM under a shell that dies of it at its
+1-minute limit: it must still be killed (nothing of a job may outlive it).
 The only settings that differ from the profile as shipped are the data source and small
 resources (train.threads: 1, train.mem_mb: 1000), plus the runtime for the time-limit run.
 
@@ -271,6 +273,17 @@ def study(tmp_path_factory):
         rc2, out2 = _run(["bash", str(HARNESS / "start_local_slurm.sh"), "--accounting",
                           "--no-install"], base / "start2.out", deadline.left(60), env=env)
         assert rc2 == 0 and "already running" in out2, out2
+        # A job whose process ignores SIGTERM while the batch shell above it dies of it (as
+        # a Snakemake job step can, busy shutting down): SIGKILL after KillWait must still
+        # find it, or it outlives its job. Sleeps, so it costs no CPU.
+        orphan = base / "ignore_sigterm.py"
+        orphan.write_text("import signal, time\n"
+                          "signal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(600)\n")
+        sub = subprocess.run(["timeout", "-k", "5", "30", "sbatch", "--parsable", "--time=1",
+                              "--mem=50", "-o", str(base / "orphan.out"),
+                              f"--wrap={sys.executable} {orphan}; true"],
+                             capture_output=True, text=True, env=_env(), check=True)
+        orphan_job = int(sub.stdout.strip().split(";")[0])
 
         # 3. Both controllers at once: the time-limit run (--workflow-profile) and the smoke
         #    study (--profile, with profiles/default loaded as for a user in the repository).
@@ -308,7 +321,7 @@ def study(tmp_path_factory):
         leftovers = processes_mentioning(str(base))
         jobs = {**submitted_jobs(smoke_out),
                 **{f"tl/{k}": v for k, v in submitted_jobs(tl_out).items()}}
-        ids = sorted(i for v in jobs.values() for i in v)
+        ids = sorted([orphan_job, *(i for v in jobs.values() for i in v)])
         accounting = sacct(ids) if ids else {}
         times = {"cluster_up_s": round(t_cluster), "local_reference_s": round(t_local),
                  "slurm_smoke_s": round(t_smoke), "slurm_timelimit_s": round(t_tl),
@@ -321,7 +334,7 @@ def study(tmp_path_factory):
             "tl_epochs": tl_epochs, "smoke": (rc_smoke, smoke_out), "timelimit": (rc_tl, tl_out),
             "again": (rc_again, again_out), "tl_again": (rc_tl_again, tl_again_out),
             "jobs": jobs, "sacct": accounting, "times": times, "t0": t0,
-            "leftovers": leftovers,
+            "leftovers": leftovers, "orphan_job": orphan_job,
         }
     finally:
         for p in procs:  # only ours, by their pids (timeout -k ends their children)
@@ -473,6 +486,8 @@ def test_a_job_killed_at_its_time_limit_is_retried_and_resumes(study):
 
 
 def test_nothing_left_running_and_timings(study):
+    # the SIGTERM-ignoring job was killed at its limit, not left behind
+    assert study["sacct"][study["orphan_job"]]["State"] == "TIMEOUT", study["sacct"]
     assert not study["leftovers"], study["leftovers"]
     total = time.monotonic() - study["t0"]
     print(f"\nSLURM test timings: {study['times']}, total so far {total:.0f}s")

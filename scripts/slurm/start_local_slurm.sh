@@ -154,8 +154,12 @@ SlurmdLogFile=$D/log/slurmd.log
 SlurmctldDebug=info
 SlurmdDebug=info
 MailProg=/bin/true
-# no cgroups here: time limits are enforced, memory is not
-ProctrackType=proctrack/linuxproc
+# No cgroups here: time limits are enforced, memory is not. proctrack/pgid, not linuxproc:
+# linuxproc finds a job's processes through their parents, so one that outlives its
+# parent (the batch shell dies of SIGTERM at the time limit while a child still shuts
+# down) is no longer found and escapes the SIGKILL after KillWait; a process group keeps
+# it, as a cgroup does on a real cluster.
+ProctrackType=proctrack/pgid
 TaskPlugin=task/none
 MpiDefault=none
 SwitchType=switch/none
