@@ -631,8 +631,8 @@ def _jobs_worker() -> None:
     """A job of the ``jobs`` section, run as its own process; talks JSON lines on stdio.
 
     First line in: the settings; out: {"ready": true} after a warm-up. Then per line in
-    {"threads": t, "seconds": s}: training steps (of cfg["model"], default the MLP) with t
-    threads for s seconds; out: {"images": ..., "seconds": ...}. {"quit": true} or the end
+    {"threads": t, "seconds": s}: training steps of cfg["model"] (built with cfg["kwargs"])
+    with t threads for s seconds; out: {"images": ..., "seconds": ...}. {"quit": true} or the end
     of input stops it.
     """
     cfg = json.loads(sys.stdin.readline())
@@ -644,7 +644,7 @@ def _jobs_worker() -> None:
     # the measurement has no per-step host sync (as a real epoch has none).
     chunk = 10 if device.type == "cuda" else 1
     bs = cfg["batch"]
-    model = _build(cfg.get("model", "mlp"), cfg.get("kwargs", cfg.get("mlp", {}))).to(device)
+    model = _build(cfg["model"], cfg["kwargs"]).to(device)
     loop = OursLoop(model, *synthetic_data(cfg["n"], seed=cfg["seed"], learnable=False), bs,
                     device, seed=cfg["seed"])
     loop.run(2)
@@ -750,8 +750,8 @@ def _bench_gpu_sharing(settings: BenchSettings, res: Results, device: torch.devi
 
 def _bench_cpu_jobs(settings: BenchSettings, res: Results) -> None:
     n = _cores()
-    cfg = {"seed": 0, "batch": settings.batch, "mlp": settings.jobs_mlp or settings.mlp,
-           "n": max(settings.batch * 10, 1000)}
+    cfg = {"seed": 0, "batch": settings.batch, "model": "mlp",
+           "kwargs": settings.jobs_mlp or settings.mlp, "n": max(settings.batch * 10, 1000)}
     arrangements = {f"1x{n}": (1, n), f"{n}x1": (n, 1)}
     if n > 1:
         arrangements[f"{n}x{n}_oversubscribed"] = (n, n)

@@ -31,14 +31,14 @@ def _load_spec(value: str) -> dict:
         raise SystemExit(f"error: --spec {value!r} is neither inline JSON nor an existing file")
     if path.suffix.lower() == ".json":
         return json.loads(path.read_text())
-    from .study import coerce_scalars
+    from .study import coerce_mapping
 
     # YAML 1.1 reads 1e-05 (as json.dumps writes it) as a string: type it as a number.
     # The data section (names, checksums) stays as written.
     spec = yaml.safe_load(path.read_text())
     if not isinstance(spec, dict):
         raise SystemExit(f"error: --spec file {value!r} does not hold a mapping")
-    return {k: v if k == "data" else coerce_scalars(v) for k, v in spec.items()}
+    return coerce_mapping(spec)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:

@@ -196,6 +196,15 @@ def coerce_scalars(node: Any) -> Any:
     return _yaml_scalar(node)
 
 
+def coerce_mapping(mapping: dict) -> dict:
+    """`coerce_scalars` on every top-level entry but the free-text ones (data, profile,
+    report_dir: paths, URLs and checksums stay strings). Changes ``mapping`` in place."""
+    for key in list(mapping):
+        if key not in _STRING_KEYS:
+            mapping[key] = coerce_scalars(mapping[key])
+    return mapping
+
+
 def normalize_config(config: dict) -> dict:
     """Type the scalars that `snakemake --config key={...}` delivers as strings.
 
@@ -203,9 +212,7 @@ def normalize_config(config: dict) -> dict:
     ['0', '1']); here they get the types a YAML file would give them. Data paths, URLs
     and checksums stay strings.
     """
-    for key in list(config):
-        if key not in _STRING_KEYS:
-            config[key] = coerce_scalars(config[key])
+    coerce_mapping(config)
     if isinstance(config.get("seeds"), int):
         config["seeds"] = [config["seeds"]]
     return config

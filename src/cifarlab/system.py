@@ -40,7 +40,7 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 ALLOCATOR_ENV = "CIFARLAB_MALLOC"
 ALLOCATOR_CHOICES = ("tuned", "system")
-_allocator = "system"  # what machine_info reports; "reuse" once tune_cpu_allocator succeeded
+_allocator = "system"  # what machine_info reports; tune_cpu_allocator describes its setting
 
 
 def tune_cpu_allocator(limit_bytes: int = 1 << 30) -> bool:
