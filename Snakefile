@@ -11,6 +11,10 @@ min_version("9.0")
 configfile: f"{workflow.basedir}/config/config.yaml"
 
 
+# Plan with this checkout's code (src/), not another installed copy: the jobs run it too.
+import sys
+
+sys.path.insert(0, f"{workflow.basedir}/src")
 from cifarlab.study import normalize_config
 
 normalize_config(config)

@@ -111,8 +111,8 @@ def test_smoke_pipeline_outputs(smoke):
     for text in (html, md):
         assert "Findings" in text and "BatchNorm" in text and "smoke" in text
     assert (work / "results/report/report.ipynb").exists()
-    for fig in ("curves_mlp", "ablation_cnn", "dropout_rate_summary", "weights_mlp",
-                "filters_cnn", "dropout2d", "batch_size_summary"):
+    for fig in ("curves_mlp", "ablation_cnn", "dropout_rate_summary", "first_layer_mlp",
+                "first_layer_cnn", "dropout2d_cnn", "batch_size_summary"):
         assert (work / f"results/figures/{fig}.png").stat().st_size > 5000
         assert (work / f"results/figures/{fig}.svg").exists()
         assert (work / f"results/smoke_report/figures/{fig}.png").exists()
@@ -166,3 +166,80 @@ def test_gpu_profile_gives_each_run_one_gpu_slot(tmp_path):
     assert len(train_blocks) == 29
     assert all(re.search(r"resources:.*\bgpu=1\b", b) for b in train_blocks)
     assert all("--threads 2" in b for b in train_blocks)
+
+
+TOY_MODEL = '''\
+"""A toy third model: one file, registered on import."""
+from torch import nn
+
+from cifarlab.models import register_model
+
+
+@register_model("toy", "Toy")
+class Toy(nn.Module):
+    def __init__(self, width: int = 4, num_classes: int = 10) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(3072, width), nn.ReLU(),
+                                 nn.Linear(width, num_classes))
+
+    def forward(self, x):
+        return self.net(x)
+'''
+
+EXTENSION = """
+models:
+  toy:
+    arch: {width: 4}
+    optimizer: adamw
+    lr: 1.0e-3
+    weight_decay: 1.0e-2
+    batch_size: 50
+    epochs: 2
+experiments:
+  weight_decay:
+    models: [mlp, toy]
+    sweep:
+      key: weight_decay
+      values: [1.0e-4, 1.0e-2]
+      scale: log
+      axis: weight decay
+"""
+
+
+def test_new_model_file_and_config_only_sweep(smoke, tmp_path):
+    # A copy of the checkout with one new file in cifarlab/zoo/ and one config file: no
+    # other change. It reuses the smoke runs (same ids) and trains the new ones.
+    import shutil
+
+    repo = tmp_path / "repo"
+    for part in ("Snakefile", "workflow", "src", "config", "profiles"):
+        src = ROOT / part
+        (shutil.copytree if src.is_dir() else shutil.copy2)(
+            src, repo / part, **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                 if src.is_dir() else {}))
+    (repo / "src/cifarlab/zoo/toy.py").write_text(TOY_MODEL)
+    (tmp_path / "extension.yaml").write_text(EXTENSION)
+    work = smoke["work"]
+    before = set(os.listdir(work / "results/runs"))
+    args = []
+    for a in smoke["common"]:  # --configfile takes both files
+        args += [a, str(tmp_path / "extension.yaml")] if a.endswith("smoke.yaml") else [a]
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    proc = subprocess.run([str(BIN / "snakemake"), "-s", str(repo / "Snakefile"),
+                           "--directory", str(work), *args], capture_output=True, text=True,
+                          env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    new = set(os.listdir(work / "results/runs")) - before
+    # toy at 1e-4 and 1e-2 (its baseline), mlp at 1e-4 and 1e-2; nothing else retrained
+    assert sorted(r.split("-")[0] for r in new) == ["mlp", "mlp", "toy", "toy"], new
+    effects = pd.read_csv(work / "results/tables/effects.csv")
+    wd = effects[effects["experiment"] == "weight_decay"]
+    assert set(wd["model"]) == {"mlp", "toy"}
+    runs = pd.read_csv(work / "results/tables/runs.csv")
+    assert "toy" in set(runs["model"])
+    for fig in ("weight_decay_summary", "weight_decay_toy", "curves_toy"):
+        assert (work / f"results/figures/{fig}.png").stat().st_size > 5000
+    md = (work / "results/smoke_report/report.md").read_text()
+    assert "## Sweep `weight_decay` over weight decay" in md
+    assert "| Toy |" in md
+    assert "none (the study has no numbers for this model)" in md

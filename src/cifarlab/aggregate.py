@@ -9,6 +9,7 @@ Tables written to ``out``:
 * ``published.csv``   the published numbers beside the reproduced intervals
 * ``history_long.csv`` / ``.parquet``  run, seed, epoch, split, metric, value
 * ``plan.json``       the plan the tables came from
+* ``experiments.json`` the experiments (kinds, effects, axes) the tables were made for
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 import pandas as pd
 
 from . import published
+from .experiments import EffectDef, Experiment, effect_label, experiments_from_config
+from .models import MODELS, model_order
 from .stats import accuracy_interval, paired_effect, published_verdict, verdict
 
 log = logging.getLogger("cifarlab.aggregate")
@@ -29,8 +32,8 @@ ACC = ("train_acc", "val_acc", "test_acc")
 METRIC_COLUMNS = ("best_epoch", "train_acc", "val_acc", "test_acc", "train_loss", "val_loss",
                   "test_loss", "best_train_acc", "best_val_acc", "n_params", "seconds",
                   "images_per_second", "epochs_completed", "diverged", "diverged_epoch",
-                  "n_train", "n_val", "n_test", "device", "threads", "git_commit",
-                  "data_checksum", "started", "finished")
+                  "n_train", "n_val", "n_test", "device", "threads", "cpu", "torch",
+                  "precision", "git_commit", "data_checksum", "started", "finished")
 PCT = ("train_acc", "val_acc", "test_acc", "best_train_acc", "best_val_acc")
 
 
@@ -108,55 +111,48 @@ def _by_seed(points: pd.DataFrame, experiment: str, model: str, label: str) -> d
     return dict(zip(g["seed"], g["test_acc"] / 100.0, strict=True))
 
 
-def _effect_row(points, experiment, effect, model, a, b, a_exp=None, b_exp=None,
-                a_model=None, b_model=None) -> dict | None:
-    sa = _by_seed(points, a_exp or experiment, a_model or model, a)
-    sb = _by_seed(points, b_exp or experiment, b_model or model, b)
+def _effect_row(points: pd.DataFrame, experiment: str, model: str, e: EffectDef
+                ) -> dict | None:
+    sa = _by_seed(points, experiment, e.a_model or model, e.a)
+    sb = _by_seed(points, experiment, e.b_model or model, e.b)
     seeds = sorted(set(sa) & set(sb))
     if not seeds:
         return None
     n_test = int(points["n_test"].iloc[0])
     iv = paired_effect([sa[s] for s in seeds], [sb[s] for s in seeds], n_test)
-    return {"experiment": experiment, "effect": effect, "model": model, "a": a, "b": b,
+    return {"experiment": experiment, "model": model, "a": e.a, "b": e.b,
+            "effect": effect_label(experiment, model, e.a, e.b, e.chosen_on_val),
             "metric": "test_acc", "n_seeds": len(seeds), "difference": iv.mean * 100,
             "sd": iv.std * 100, "low": iv.low * 100, "high": iv.high * 100,
             "interval": iv.method, "verdict": verdict(iv)}
 
 
-def effects_table(points: pd.DataFrame) -> pd.DataFrame:
+EFFECT_COLUMNS = ("experiment", "model", "a", "b", "effect", "metric", "n_seeds", "difference",
+                  "sd", "low", "high", "interval", "verdict")
+
+
+def effects_table(points: pd.DataFrame, experiments: dict[str, Experiment]) -> pd.DataFrame:
+    """Every effect the experiments' kinds define, keyed by (experiment, model, a, b)."""
     rows: list[dict | None] = []
-    exps = set(points["experiment"])
-    models = sorted(set(points["model"]))
-    if "ablation" in exps:
-        for m in models:
-            rows.append(_effect_row(points, "ablation", "BatchNorm (full - no_bn)", m,
-                                    "full", "no_bn"))
-            rows.append(_effect_row(points, "ablation", "Dropout (full - no_dropout)", m,
-                                    "full", "no_dropout"))
-        if {"mlp", "cnn"} <= set(models):
-            rows.append(_effect_row(points, "ablation", "CNN - MLP (full)", "cnn-mlp",
-                                    "full", "full", a_model="cnn", b_model="mlp"))
-    if "dropout2d" in exps:
-        rows.append(_effect_row(points, "dropout2d", "Dropout2d - Dropout", "cnn",
-                                "dropout2d", "dropout"))
-    for exp, reference in (("dropout_rate", "best"), ("batch_size", "100")):
-        if exp not in exps:
+    for name, exp in experiments.items():
+        sub = points[points["experiment"] == name]
+        if sub.empty:
             continue
-        for m in models:
-            sub = points[(points["experiment"] == exp) & (points["model"] == m)]
-            if sub.empty:
-                continue
-            labels = list(dict.fromkeys(sub.sort_values("point_index")["label"]))
-            if reference == "best":
-                ref = sub.groupby("label")["val_acc"].mean().idxmax()  # selected on val
-                name = f"dropout p - best p={ref} (chosen on val)"
-            else:
-                ref = reference if reference in labels else labels[0]
-                name = f"batch size - {ref}"
-            for label in labels:
-                if label != ref:
-                    rows.append(_effect_row(points, exp, name, m, label, ref))
-    return pd.DataFrame([r for r in rows if r is not None])
+        # Mean validation accuracy per (model, label): picks a sweep's "best" reference.
+        val = {m: {str(k): v for k, v in g.groupby("label", sort=False)["val_acc"].mean().items()}
+               for m, g in sub.sort_values("point_index").groupby("model")}
+        rows += [_effect_row(points, name, m, e) for m, e in exp.effect_defs(val)]
+    return pd.DataFrame([r for r in rows if r is not None], columns=list(EFFECT_COLUMNS))
+
+
+def find_effect(effects: pd.DataFrame, key: tuple[str, str, str, str]) -> pd.Series | None:
+    """The effects row of id (experiment, model, a, b), or None when it was not measured."""
+    if effects.empty:
+        return None
+    exp, model, a, b = key
+    m = effects[(effects["experiment"] == exp) & (effects["model"] == model)
+                & (effects["a"].astype(str) == a) & (effects["b"].astype(str) == b)]
+    return None if m.empty else m.iloc[0]
 
 
 def published_table(points: pd.DataFrame, runs: pd.DataFrame, effects: pd.DataFrame,
@@ -164,34 +160,33 @@ def published_table(points: pd.DataFrame, runs: pd.DataFrame, effects: pd.DataFr
     rows = []
     note = (f"reproduced by the '{profile}' profile; published: {published.SOURCE}. "
             "A scaled-down profile is not expected to match the published numbers.")
-    for model, values in published.ACCURACY.items():
+    for model in model_order(runs["model"]):
+        values = MODELS[model].published if model in MODELS else None
         base = runs[(runs["model"] == model) & runs["baseline"]]
-        if base.empty:
+        if not values or base.empty:
             continue
         for col, pub in values.items():
             n_images = int(base["n_test"].iloc[0]) if col == "test_acc" else 0
             iv = accuracy_interval(list(base[col] / 100.0), n_images)
             rows.append(_published_row(f"{col} (baseline)", model, pub, iv.mean * 100,
                                        iv.low * 100, iv.high * 100, iv.method, profile, note))
-    for (_exp, effect, model), pub in published.EFFECTS.items():
-        match = effects[(effects["effect"] == effect) & (effects["model"] == model)] \
-            if not effects.empty else effects
-        if match.empty:
+    for key, pub in published.EFFECTS.items():
+        r = find_effect(effects, key)
+        if r is None:
             continue
-        r = match.iloc[0]
-        rows.append(_published_row(f"effect: {effect}", model, pub, r["difference"], r["low"],
-                                   r["high"], r["interval"], profile, note))
-    for (_exp, effect, model), sign in published.QUALITATIVE.items():
-        match = effects[(effects["effect"] == effect) & (effects["model"] == model)] \
-            if not effects.empty else effects
-        if match.empty:
+        rows.append(_published_row(f"effect: {r['effect']}", key[1], pub, r["difference"],
+                                   r["low"], r["high"], r["interval"], profile, note))
+    for _finding, key, sign in published.FINDINGS:
+        if key in published.EFFECTS:
+            continue  # compared by number above
+        r = find_effect(effects, key)
+        if r is None:
             continue
-        r = match.iloc[0]
         got = r["verdict"]
-        rows.append({"quantity": f"effect: {effect}", "model": model, "published": math.nan,
-                     "published_finding": sign, "reproduced": r["difference"],
-                     "low": r["low"], "high": r["high"], "difference": math.nan,
-                     "interval": r["interval"],
+        rows.append({"quantity": f"effect: {r['effect']}", "model": key[1],
+                     "published": math.nan, "published_finding": sign,
+                     "reproduced": r["difference"], "low": r["low"], "high": r["high"],
+                     "difference": math.nan, "interval": r["interval"],
                      "verdict": "reproduced" if got == sign else f"not reproduced ({got})",
                      "profile": profile, "note": note})
     return pd.DataFrame(rows)
@@ -222,17 +217,35 @@ def history_long(plan: dict, runs_dir: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def aggregate(plan: dict | Path, runs_dir: Path, out: Path, profile: str = "") -> dict:
-    """Write every table; returns {name: DataFrame}."""
+def default_experiments(plan: dict) -> dict:
+    """The experiments of a plan as named points with default effects (no config at hand)."""
+    out: dict[str, dict] = {}
+    for entry in plan.values():
+        for m in entry["members"]:
+            exp = out.setdefault(m["experiment"], {"models": [], "points": {}})
+            if m["model"] not in exp["models"]:
+                exp["models"].append(m["model"])
+            exp["points"].setdefault(m["label"], {})
+    return out
+
+
+def aggregate(plan: dict | Path, runs_dir: Path, out: Path, profile: str = "",
+              experiments: dict | None = None) -> dict:
+    """Write every table; returns {name: DataFrame}.
+
+    ``experiments`` is the config's ``experiments`` section (it decides the effects); it is
+    written to ``experiments.json`` beside the tables for the figures and the report.
+    """
     if not isinstance(plan, dict):
         plan = json.loads(Path(plan).read_text())
+    experiments = dict(experiments) if experiments else default_experiments(plan)
     out.mkdir(parents=True, exist_ok=True)
     runs = load_runs(plan, runs_dir)
     points = points_table(plan, runs)
     tables = {"runs": runs, "points": points}
     for name in dict.fromkeys(points["experiment"]):
         tables[f"experiment_{name}"] = experiment_table(points, name)
-    effects = effects_table(points)
+    effects = effects_table(points, experiments_from_config(experiments))
     tables["effects"] = effects
     tables["published"] = published_table(points, runs, effects, profile)
     for name, df in tables.items():
@@ -241,5 +254,6 @@ def aggregate(plan: dict | Path, runs_dir: Path, out: Path, profile: str = "") -
     long.to_csv(out / "history_long.csv", index=False)
     long.to_parquet(out / "history_long.parquet", index=False)
     (out / "plan.json").write_text(json.dumps(plan, indent=1) + "\n")
+    (out / "experiments.json").write_text(json.dumps(experiments, indent=1) + "\n")
     log.info("wrote %d tables for %d runs to %s", len(tables) + 1, len(runs), out)
     return tables

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import layers
-from .models import CNN, MLP
+from .models import build_model
 from .system import machine_info, tune_cpu_allocator
 from .train import evaluate, make_optimizer, normalize, set_threads, train_epoch
 
@@ -284,7 +284,8 @@ def synthetic_data(n: int, seed: int, learnable: bool = True, noise: float = 64.
 
 
 def _build(name: str, kwargs: dict) -> nn.Module:
-    return (MLP if name == "mlp" else CNN)(**kwargs)
+    # Through the model registry, as training builds them (tuples from BenchSettings are fine).
+    return build_model(name, **kwargs)
 
 
 def torch_layer_twin(model: nn.Module) -> nn.Module:
@@ -773,7 +774,7 @@ def _accuracy_run(settings: BenchSettings, seed: int, precision: str,
                                     seed=100 + seed, signal=settings.accuracy_signal)
     n = settings.accuracy_train
     torch.manual_seed(seed)  # the same initial weights and dropout draws for both precisions
-    model = MLP(hidden=settings.accuracy_hidden).to(device)
+    model = build_model("mlp", hidden=settings.accuracy_hidden).to(device)
     loop = OursLoop(model, images[:n], labels[:n], settings.batch, device, seed=seed,
                     precision=precision)
     for _ in range(settings.accuracy_epochs):

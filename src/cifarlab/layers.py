@@ -312,3 +312,30 @@ class Dropout2d(_DropoutBase):
             raise ValueError(f"Dropout2d expects an (N, C, H, W) input, got shape {tuple(x.shape)}")
         # (N, C, 1, 1): one draw per sample and channel, broadcast over H and W.
         return (x.shape[0], x.shape[1], 1, 1)
+
+
+def demonstrate_training_flag(seed: int = 0) -> dict[str, float]:
+    """What ``.train()`` / ``.eval()`` change in BatchNorm1d and Dropout, measured now.
+
+    BatchNorm1d(4) sees 21 batches of N(2, 3^2) data in training mode, then one batch of 8
+    in eval mode; Dropout(0.5) sees 10,000 ones in each mode. The report quotes these numbers.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    bn, do = BatchNorm1d(4), Dropout(0.5)
+    x = torch.randn(256, 4, generator=gen) * 3 + 2
+    for _ in range(20):
+        bn(torch.randn(256, 4, generator=gen) * 3 + 2)
+    y_train = bn(x)
+    bn.eval()
+    y_eval = bn(x[:8])
+    torch.manual_seed(seed)
+    z = torch.ones(1, 10000)
+    zt = do(z)
+    do.eval()
+    ze = do(z)
+    return {"bn_train_mean": y_train.mean().item(), "bn_train_std": y_train.std().item(),
+            "running_mean": bn.running_mean.mean().item(),
+            "running_var": bn.running_var.mean().item(), "bn_eval_mean": y_eval.mean().item(),
+            "dropout_zero_fraction": (zt == 0).float().mean().item(),
+            "dropout_scale": zt.max().item(), "dropout_train_mean": zt.mean().item(),
+            "dropout_eval_mean": ze.mean().item()}

@@ -85,27 +85,22 @@ def data_inputs(config: dict) -> list[str]:
     return []
 
 
-def _members(plan: dict, experiment: str) -> list[dict]:
-    return [m for e in plan.values() for m in e["members"] if m["experiment"] == experiment]
+def figure_names(plan: dict, experiments: dict) -> list[str]:
+    """The figure files (without extension) that `cifarlab figures` draws for this plan.
 
+    Each experiment's kind names its figures; each model with a registered first layer
+    gets ``first_layer_<model>``.
+    """
+    from .experiments import experiments_from_config
+    from .models import MODELS
 
-def figure_names(plan: dict) -> list[str]:
-    """The figure files (without extension) that `cifarlab figures` draws for this plan."""
-    experiments = {m["experiment"] for e in plan.values() for m in e["members"]}
+    used = {m["experiment"] for e in plan.values() for m in e["members"]}
     models = sorted({e["spec"]["model"] for e in plan.values()})
     names = [f"curves_{m}" for m in models]
-    for exp in sorted(experiments):
-        exp_models = sorted({m["model"] for m in _members(plan, exp)})
-        if exp == "dropout2d":
-            names.append("dropout2d")
-        elif exp == "ablation":
-            names += [f"ablation_{m}" for m in exp_models]
-        else:  # sweeps and user-defined experiments: curves per model and a summary
-            names += [f"{exp}_{m}" for m in exp_models] + [f"{exp}_summary"]
-    if "mlp" in models:
-        names.append("weights_mlp")
-    if "cnn" in models:
-        names.append("filters_cnn")
+    for name, exp in experiments_from_config(experiments).items():
+        if name in used:
+            names += exp.figure_names()
+    names += [f"first_layer_{m}" for m in models if MODELS[m].first_layer is not None]
     return names + [f"runs/{rid}" for rid in sorted(plan)]
 
 

@@ -22,14 +22,14 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from .models import build_model, first_layer_weights  # noqa: E402
+from .experiments import experiments_from_config  # noqa: E402
+from .models import MODELS, build_model, display_name, model_order  # noqa: E402
 from .pipeline import figure_names  # noqa: E402
 
 log = logging.getLogger("cifarlab.plots")
 
 plt.rcParams.update({"figure.dpi": 110, "font.size": 10, "axes.grid": True,
                      "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False})
-NAMES = {"mlp": "MLP", "cnn": "CNN"}
 SPLIT_STYLE = {"train": "--", "val": "-"}
 
 
@@ -94,7 +94,7 @@ def _legend_triplet(points: pd.DataFrame, rids: list[str]) -> str:
 
 
 def _fmt_title(model: str) -> str:
-    return NAMES.get(model, model)
+    return display_name(model)
 
 
 def fig_curves(h: Histories, rids: list[str], title: str) -> plt.Figure:
@@ -223,8 +223,10 @@ def make_figures(tables: Path, runs_dir: Path, out: Path) -> list[Path]:
             points[col] = points.pop(f"{col}_run")
     h = Histories(runs_dir)
     written: list[Path] = []
-    expected = figure_names(plan)
-    models = sorted(set(runs["model"]))
+    exp_config = json.loads((tables / "experiments.json").read_text())
+    experiments = experiments_from_config(exp_config)
+    expected = figure_names(plan, exp_config)
+    models = model_order(runs["model"])
 
     def baseline(model: str) -> list[str]:
         b = runs[(runs["model"] == model) & runs["baseline"]]
@@ -238,53 +240,56 @@ def make_figures(tables: Path, runs_dir: Path, out: Path) -> list[Path]:
         written += _save(fig_curves(h, rids, f"{_fmt_title(model)} baseline: loss and accuracy "
                                     f"(best val at epoch {int(r['best_epoch'])})"),
                          out, f"curves_{model}")
-    for exp in dict.fromkeys(points["experiment"]):
-        exp_models = sorted(set(points[points["experiment"] == exp]["model"]))
-        table_path = tables / f"experiment_{exp}.csv"
-        if exp in ("ablation", "dropout2d"):
-            for model in exp_models if exp == "ablation" else exp_models[:1]:
-                groups = _point_runs(points, exp, model)
-                name = f"ablation_{model}" if exp == "ablation" else "dropout2d"
-                title = (f"{_fmt_title(model)}: without BatchNorm, without Dropout"
-                         if exp == "ablation" else "CNN: element-wise Dropout vs Dropout2d")
-                written += _save(fig_compare(h, points, groups, title,
-                                             "(best train, best val, test at best val) %"),
-                                 out, name)
+    for name, exp in experiments.items():
+        if name not in set(points["experiment"]):
             continue
-        for model in exp_models:
-            groups = _point_runs(points, exp, model)
-            label = "p" if exp == "dropout_rate" else ("batch" if exp == "batch_size" else exp)
-            written += _save(fig_sweep_curves(h, groups, f"{_fmt_title(model)}: {exp} sweep",
-                                              label), out, f"{exp}_{model}")
-        table = pd.read_csv(table_path, dtype={"label": str})
-        xlabel = {"dropout_rate": "dropout rate p", "batch_size": "batch size"}.get(exp, exp)
-        written += _save(fig_sweep_summary(table, f"{exp}: accuracy at the best-validation "
-                                           "epoch", xlabel, exp == "batch_size"),
-                         out, f"{exp}_summary")
+        for model in exp.models:
+            groups = _point_runs(points, name, model)
+            if not groups:
+                continue
+            title = f"{_fmt_title(model)}: {name}"
+            if exp.kind == "points":
+                fig = fig_compare(h, points, groups, title,
+                                  "(best train, best val, test at best val) %")
+            else:
+                fig = fig_sweep_curves(h, groups, f"{title} sweep", exp.axis)
+            written += _save(fig, out, f"{name}_{model}")
+        if exp.kind == "sweep":
+            table = pd.read_csv(tables / f"experiment_{name}.csv", dtype={"label": str})
+            written += _save(fig_sweep_summary(table, f"{name}: accuracy at the "
+                                               "best-validation epoch", exp.axis,
+                                               exp.scale == "log"), out, f"{name}_summary")
 
     by_id = {rid: e["spec"] for rid, e in plan.items()}
-    if "mlp" in models:
-        with_do = baseline("mlp")[0]
-        cands = runs[(runs["model"] == "mlp") & (runs["arch.dropout"] == 0)
-                     & (runs["arch.bn"] == by_id[with_do]["arch"]["bn"])
-                     & (runs["batch_size"] == by_id[with_do]["batch_size"])]
-        panels = [(f"with Dropout (p={by_id[with_do]['arch']['dropout']:g})",
-                   _unit_images(first_layer_weights(_load_model(runs_dir, with_do,
-                                                                by_id[with_do])), 32))]
-        if not cands.empty:
-            rid = cands.iloc[0]["run_id"]
-            panels.append(("without Dropout", _unit_images(first_layer_weights(
-                _load_model(runs_dir, rid, by_id[rid])), 32)))
-        written += _save(fig_weights(panels, "MLP first-layer weights as 32x32 colour images "
-                                     "(first 32 units, each scaled to its own range)"),
-                         out, "weights_mlp")
-    if "cnn" in models:
-        rid = baseline("cnn")[0]
-        w = first_layer_weights(_load_model(runs_dir, rid, by_id[rid]))
-        written += _save(fig_weights([("conv1", _unit_images(w, 64))],
-                                     f"CNN first-layer filters ({w.shape[2]}x{w.shape[3]}, "
-                                     "first 64, each scaled to its own range)"),
-                         out, "filters_cnn")
+    for model in models:
+        entry = MODELS[model]
+        if entry.first_layer is None:
+            continue
+        rid = baseline(model)[0]
+        spec = by_id[rid]
+        w = entry.first_layer(_load_model(runs_dir, rid, spec))
+        units = 64 if w.shape[2] * w.shape[3] < 100 else 32
+        if "dropout" in spec["arch"] and spec["arch"]["dropout"] > 0:
+            label = f"with Dropout (p={spec['arch']['dropout']:g})"
+        else:
+            label = "baseline"
+        panels = [(label, _unit_images(w, units))]
+        # The same network without dropout, when the grid has it: what dropout changes.
+        twin = {**spec["arch"], "dropout": 0.0}
+        if "dropout2d" in twin:
+            twin["dropout2d"] = False
+        for other, s in by_id.items():
+            if (other != rid and s["model"] == model and s["seed"] == spec["seed"]
+                    and "dropout" in spec["arch"] and spec["arch"]["dropout"] > 0
+                    and s["arch"] == twin and s["batch_size"] == spec["batch_size"]
+                    and s["lr"] == spec["lr"] and s["weight_decay"] == spec["weight_decay"]):
+                panels.append(("without Dropout", _unit_images(
+                    entry.first_layer(_load_model(runs_dir, other, s)), units)))
+                break
+        written += _save(fig_weights(panels, f"{entry.display} first-layer weights as "
+                                     f"{w.shape[2]}x{w.shape[3]} colour images (first {units} "
+                                     "units, each scaled to its own range)"),
+                         out, f"first_layer_{model}")
     for rid in sorted(plan):
         written += _save(fig_curves(h, [rid], f"run {rid}"), out, f"runs/{rid}")
 

@@ -15,16 +15,14 @@ from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from . import published
+from .aggregate import find_effect
+from .experiments import Experiment, experiments_from_config
+from .models import MODELS, display_name, model_order
 from .stats import accuracy_interval
-from .system import machine_info
 
 log = logging.getLogger("cifarlab.reporting")
-
-NAMES = {"mlp": "MLP", "cnn": "CNN"}
-
 
 def _pct(x: float, digits: int = 2) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}%"
@@ -78,7 +76,9 @@ class Report:
         self.plan = json.loads((self.tables / "plan.json").read_text())
         self.experiments = {p.stem.removeprefix("experiment_"): pd.read_csv(p, dtype={
             "label": str}) for p in sorted(self.tables.glob("experiment_*.csv"))}
-        self.models = [m for m in ("mlp", "cnn") if m in set(self.runs["model"])]
+        self.kinds: dict[str, Experiment] = experiments_from_config(
+            json.loads((self.tables / "experiments.json").read_text()))
+        self.models = model_order(self.runs["model"])
         self.n_seeds = int(self.runs["seed"].nunique())
 
     # ---------------------------------------------------------------- helpers
@@ -86,31 +86,29 @@ class Report:
         b = self.runs[(self.runs["model"] == model) & self.runs["baseline"]]
         return b if not b.empty else self.runs[self.runs["model"] == model].nlargest(1, "val_acc")
 
-    def effect(self, effect: str, model: str) -> pd.Series | None:
-        if self.effects.empty:
-            return None
-        m = self.effects[(self.effects["effect"] == effect) & (self.effects["model"] == model)]
-        return None if m.empty else m.iloc[0]
+    def effect(self, experiment: str, model: str, a: str, b: str) -> pd.Series | None:
+        """The effect of id (experiment, model, a, b), or None when not measured."""
+        return find_effect(self.effects, (experiment, model, a, b))
 
     def figure(self, name: str, caption: str) -> str:
         return f"![{caption}]({self.fig}/{name}.png)\n\n*{caption}*\n"
 
-    def _effect_sentence(self, effect: str, model: str, what: str) -> str:
-        e = self.effect(effect, model)
+    def _effect_sentence(self, key: tuple[str, str, str, str], what: str) -> str:
+        model = key[1]
+        e = self.effect(*key)
         if e is None:
-            return f"- {NAMES.get(model, model)}: {what} was not measured by this configuration."
+            return f"- {display_name(model)}: {what} was not measured by this configuration."
         v = e["verdict"]
         if v in ("better", "worse"):
             claim = f"{what} made test accuracy **{v}** by {abs(e['difference']):.2f} points"
         else:
             claim = (f"{what} changed test accuracy by {e['difference']:+.2f} points, which is "
                      f"**{v}**")
-        return (f"- {NAMES.get(model, model)}: {claim} ({_ci(e['low'], e['high'])}, "
+        return (f"- {display_name(model)}: {claim} ({_ci(e['low'], e['high'])}, "
                 f"{e['interval']}).")
 
     # ---------------------------------------------------------------- sections
     def header(self) -> str:
-        info = machine_info()
         r = self.runs
         started = pd.to_datetime(r.get("started"), errors="coerce").min() \
             if "started" in r else None
@@ -127,8 +125,9 @@ class Report:
             "",
             f"- **Profile:** `{self.profile or 'unnamed'}` (config: `{self.config_files}`)",
             f"- **Data source:** `{data}` (checksum `{checksum}`)",
-            f"- **Machine:** {info['cpu']}, {info['cores']} cores; training device(s): "
-            f"{devices}; torch {info['torch']}",
+            f"- **Trained on:** {self._distinct('cpu')}; device(s): {devices}; torch "
+            f"{self._distinct('torch')}; precision {self._distinct('precision')} "
+            "(from the runs' metrics)",
             f"- **Code:** commit {commits}",
             f"- **Time:** {len(r)} runs; summed training time {r['seconds'].sum() / 60:.1f} min; "
             f"wall time from the first run's start to the last run's end "
@@ -145,6 +144,15 @@ class Report:
                       "with a 100-epoch GPU run: agreement in direction is what to look for, "
                       "not equal numbers."]
         return "\n".join(lines)
+
+    def _distinct(self, column: str) -> str:
+        """Every distinct value of a provenance column of runs.csv, with its run count."""
+        if column not in self.runs:
+            return "not recorded"
+        counts = self.runs[column].fillna("not recorded").astype(str).value_counts()
+        if len(counts) == 1:
+            return f"`{counts.index[0]}`"
+        return ", ".join(f"`{v}` ({n} runs)" for v, n in sorted(counts.items()))
 
     def data_section(self) -> str:
         r = self.runs.iloc[0]
@@ -175,7 +183,8 @@ class Report:
             b = self.baseline(m).iloc[0]
             spec = self.plan[b["run_id"]]["spec"]
             arch = ", ".join(f"{k}={v}" for k, v in spec["arch"].items())
-            rows.append({"model": NAMES[m], "architecture": arch, "optimizer": spec["optimizer"],
+            rows.append({"model": display_name(m), "architecture": arch,
+                         "optimizer": spec["optimizer"],
                          "lr": spec["lr"], "weight decay": spec["weight_decay"],
                          "batch": spec["batch_size"], "epochs": spec["epochs"],
                          "parameters": f"{int(b['n_params']):,}"})
@@ -190,7 +199,7 @@ class Report:
     def curves(self) -> str:
         out = ["## Training curves of the baselines", ""]
         for m in self.models:
-            out.append(self.figure(f"curves_{m}", f"{NAMES[m]}: loss and accuracy, training "
+            out.append(self.figure(f"curves_{m}", f"{display_name(m)}: loss and accuracy, training "
                                    "(dashed) and validation (solid)"))
         return "\n".join(out)
 
@@ -198,7 +207,7 @@ class Report:
         rows = []
         for m in self.models:
             b = self.baseline(m)
-            row = {"model": NAMES[m], "seeds": len(b), "best epoch": b["best_epoch"].mean()}
+            row = {"model": display_name(m), "seeds": len(b), "best epoch": b["best_epoch"].mean()}
             for col, name in (("train_acc", "train %"), ("val_acc", "val %"),
                               ("test_acc", "test %")):
                 iv = accuracy_interval(list(b[col] / 100), int(b["n_test"].iloc[0])
@@ -206,9 +215,10 @@ class Report:
                 row[name] = iv.mean * 100
                 row[f"{name.split()[0]} 95% CI"] = (
                     "" if math.isnan(iv.low) else f"[{iv.low * 100:.2f}, {iv.high * 100:.2f}]")
-            p = published.ACCURACY[m]
+            p = MODELS[m].published if m in MODELS else None
             row["published train / val / test %"] = (
-                f"{p['train_acc']:.2f} / {p['val_acc']:.2f} / {p['test_acc']:.2f}")
+                f"{p['train_acc']:.2f} / {p['val_acc']:.2f} / {p['test_acc']:.2f}" if p
+                else "none (the study has no numbers for this model)")
             rows.append(row)
         text = ("## Accuracy of the best-validation checkpoint\n\nTrain accuracy is the "
                 "training-mode accuracy averaged over the best epoch's batches, as the study "
@@ -216,46 +226,102 @@ class Report:
                 "test accuracy only).\n\n" + md_table(pd.DataFrame(rows)))
         return text
 
-    def mlp_vs_cnn(self) -> str:
-        if len(self.models) < 2:
+    def model_contrast(self) -> str:
+        """Each between-model effect an experiment defines (e.g. CNN - MLP at `full`)."""
+        if self.effects.empty:
             return ""
-        pm, pc = (int(self.baseline(m)["n_params"].iloc[0]) for m in ("mlp", "cnn"))
-        e = self.effect("CNN - MLP (full)", "cnn-mlp")
-        ratio = max(pm, pc) / min(pm, pc)
-        size = ("The models have similar sizes" if ratio < 1.25 else
-                f"The {'MLP' if pm > pc else 'CNN'} is {ratio:.1f} times larger")
-        lines = ["## MLP vs CNN", "",
-                 f"{size}: the MLP has {pm:,} trainable parameters and the CNN {pc:,} (counted "
-                 "from the built models). The CNN shares each filter over all image positions "
-                 "and pools nearby activations, so it can use the spatial structure the MLP "
-                 "throws away when it flattens the image; the MLP spends its parameters on "
-                 "connections to fixed pixel positions."]
-        if e is not None:
-            lines.append("")
-            lines.append(f"Measured: CNN minus MLP test accuracy = {e['difference']:+.2f} points "
-                         f"({_ci(e['low'], e['high'])}): **{e['verdict']}**.")
-        return "\n".join(lines)
+        contrasts = self.effects[self.effects["model"].astype(str).str.contains("-")]
+        out = []
+        for _, e in contrasts.iterrows():
+            a_model, b_model = str(e["model"]).split("-", 1)
+            pa, pb = (int(self.baseline(m)["n_params"].iloc[0]) for m in (a_model, b_model))
+            na, nb = display_name(a_model), display_name(b_model)
+            ratio = max(pa, pb) / min(pa, pb)
+            size = ("The models have similar sizes" if ratio < 1.25 else
+                    f"The {na if pa > pb else nb} is {ratio:.1f} times larger")
+            out += [f"## {na} vs {nb}", "",
+                    f"{size}: the {na} has {pa:,} trainable parameters and the {nb} {pb:,} "
+                    "(counted from the built models).", ""]
+            if {a_model, b_model} == {"mlp", "cnn"}:
+                out += ["The CNN shares each filter over all image positions and pools nearby "
+                        "activations, so it can use the spatial structure the MLP throws away "
+                        "when it flattens the image; the MLP spends its parameters on "
+                        "connections to fixed pixel positions.", ""]
+            out.append(f"Measured: {na} minus {nb} test accuracy at `{e['a']}` = "
+                       f"{e['difference']:+.2f} points ({_ci(e['low'], e['high'])}): "
+                       f"**{e['verdict']}**.")
+        return "\n".join(out)
 
-    def ablation(self) -> str:
-        if "ablation" not in self.experiments:
-            return ""
+    def _models_of(self, exp: Experiment) -> list[str]:
+        t = self.experiments.get(exp.name)
+        return [] if t is None else model_order(t["model"])
+
+    def _effects_of(self, exp: Experiment) -> pd.DataFrame:
+        if self.effects.empty:
+            return self.effects
+        e = self.effects[(self.effects["experiment"] == exp.name)
+                         & ~self.effects["model"].astype(str).str.contains("-")]
+        return e
+
+    def _effect_sentences(self, exp: Experiment) -> list[str]:
+        return [self._effect_sentence((exp.name, r["model"], str(r["a"]), str(r["b"])),
+                                      f"`{r['a']}` instead of `{r['b']}`")
+                for _, r in self._effects_of(exp).iterrows()]
+
+    def points_section(self, exp: Experiment) -> str:
+        """Generic section of a named-points experiment: its effects, figures and table."""
+        out = [f"## Experiment `{exp.name}` (named points)", "",
+               f"Points: {', '.join(f'`{p}`' for p in exp.labels)}. Legends give (best train, "
+               "best val, test at best val) accuracy in %.", ""]
+        out += self._effect_sentences(exp)
+        out.append("")
+        out += [self.figure(f"{exp.name}_{m}", f"{display_name(m)}: {exp.name}")
+                for m in self._models_of(exp)]
+        out.append(md_table(self._exp_view(exp.name)))
+        return "\n".join(out)
+
+    def sweep_section(self, exp: Experiment) -> str:
+        """Generic section of a sweep: best value on validation, effects, figures, table."""
+        t = self.experiments[exp.name]
+        ref = ("the value with the best mean validation accuracy" if exp.reference == "best"
+               else f"{exp.axis} = {exp.reference}")
+        out = [f"## Sweep `{exp.name}` over {exp.axis}", "",
+               f"Values: {', '.join(exp.labels)}; each is compared with {ref}.", ""]
+        for m in self._models_of(exp):
+            tm = t[t["model"] == m]
+            best = tm.loc[tm["val_acc_mean"].idxmax()]
+            out.append(f"- {display_name(m)}: validation accuracy peaks at {exp.axis} = "
+                       f"{best['label']} ({best['val_acc_mean']:.2f}%; test "
+                       f"{best['test_acc_mean']:.2f}%).")
+        out += self._effect_sentences(exp)
+        out.append("")
+        out += [self.figure(f"{exp.name}_{m}", f"{display_name(m)}: accuracy curves per "
+                            f"{exp.axis}") for m in self._models_of(exp)]
+        out.append(self.figure(f"{exp.name}_summary", f"Accuracy at the best-validation epoch "
+                               f"against {exp.axis}"))
+        out.append(md_table(self._exp_view(exp.name)))
+        return "\n".join(out)
+
+    def ablation(self, exp: Experiment) -> str:
+        """The study's ablation: what BatchNorm and Dropout each add."""
         out = ["## The effect of BatchNorm and Dropout", "",
                "`full` is the baseline; `no_bn` removes BatchNorm; `no_dropout` sets p = 0. "
                "Legends give (best train, best val, test at best val) accuracy in %.", ""]
-        out += [self._effect_sentence("BatchNorm (full - no_bn)", m, "BatchNorm")
-                for m in self.models]
-        out += [self._effect_sentence("Dropout (full - no_dropout)", m, "Dropout")
-                for m in self.models]
+        models = self._models_of(exp)
+        out += [self._effect_sentence((exp.name, m, "full", "no_bn"), "BatchNorm")
+                for m in models]
+        out += [self._effect_sentence((exp.name, m, "full", "no_dropout"), "Dropout")
+                for m in models]
         out.append("")
-        for m in self.models:
-            out.append(self.figure(f"ablation_{m}", f"{NAMES[m]}: full vs no BatchNorm vs no "
-                                   "Dropout"))
-        out.append(md_table(self._exp_view("ablation")))
+        for m in models:
+            out.append(self.figure(f"{exp.name}_{m}", f"{display_name(m)}: full vs no "
+                                   "BatchNorm vs no Dropout"))
+        out.append(md_table(self._exp_view(exp.name)))
         return "\n".join(out)
 
     def _exp_view(self, name: str) -> pd.DataFrame:
         t = self.experiments[name]
-        view = pd.DataFrame({"model": t["model"].map(lambda m: NAMES.get(m, m)),
+        view = pd.DataFrame({"model": t["model"].map(display_name),
                              "point": t["label"], "seeds": t["n_seeds"]})
         for col in ("train_acc", "val_acc", "test_acc"):
             view[f"{col.split('_')[0]} %"] = t[f"{col}_mean"]
@@ -265,24 +331,27 @@ class Report:
         view["best epoch"] = t["best_epoch_mean"]
         return view
 
-    def dropout2d(self) -> str:
-        if "dropout2d" not in self.experiments:
-            return ""
-        e = self.effect("Dropout2d - Dropout", "cnn")
+    def dropout2d(self, exp: Experiment) -> str:
+        """The study's element-wise vs channel-wise dropout comparison in the CNN."""
         out = ["## Dropout vs Dropout2d in the CNN", "",
                "Dropout2d drops whole feature maps instead of single activations; neighbouring "
                "activations of a feature map are strongly correlated, so element-wise dropout "
                "removes less information than its rate suggests.", ""]
-        if e is not None:
-            out.append(f"Measured: Dropout2d minus Dropout test accuracy = "
-                       f"{e['difference']:+.2f} points ({_ci(e['low'], e['high'])}): "
-                       f"**{e['verdict']}** (the study found Dropout2d better).")
-        out += ["", self.figure("dropout2d", "CNN: Dropout vs Dropout2d"),
-                md_table(self._exp_view("dropout2d"))]
+        for m in self._models_of(exp):
+            e = self.effect(exp.name, m, "dropout2d", "dropout")
+            if e is not None:
+                out.append(f"Measured ({display_name(m)}): Dropout2d minus Dropout test "
+                           f"accuracy = {e['difference']:+.2f} points "
+                           f"({_ci(e['low'], e['high'])}): **{e['verdict']}** (the study "
+                           "found Dropout2d better).")
+        out.append("")
+        out += [self.figure(f"{exp.name}_{m}", f"{display_name(m)}: Dropout vs Dropout2d")
+                for m in self._models_of(exp)]
+        out.append(md_table(self._exp_view(exp.name)))
         return "\n".join(out)
 
-    def _gap_sentence(self, model: str) -> str:
-        t = self.experiments["dropout_rate"]
+    def _gap_sentence(self, exp: Experiment, model: str) -> str:
+        t = self.experiments[exp.name]
         t = t[t["model"] == model].copy()
         t["p"] = t["value"].astype(float)
         t = t.sort_values("p")
@@ -291,56 +360,70 @@ class Report:
         best = t.loc[t["val_acc_mean"].idxmax()]
         corr = t["p"].corr(t["gap"], method="spearman")
         trend = "shrinks" if corr < -0.5 else ("grows" if corr > 0.5 else "shows no clear trend")
-        return (f"- {NAMES[model]}: the train-validation gap at the best epoch {trend} as p "
-                f"rises (Spearman {corr:+.2f}): {lo['gap']:.1f} points at p={lo['p']:g}, "
+        return (f"- {display_name(model)}: the train-validation gap at the best epoch {trend} "
+                f"as p rises (Spearman {corr:+.2f}): {lo['gap']:.1f} points at p={lo['p']:g}, "
                 f"{hi['gap']:.1f} at p={hi['p']:g}. Validation accuracy peaks at "
                 f"p={best['p']:g} ({best['val_acc_mean']:.2f}%; test "
                 f"{best['test_acc_mean']:.2f}%), and p={hi['p']:g} reaches "
                 f"{hi['val_acc_mean']:.2f}% validation accuracy.")
 
-    def dropout_rate(self) -> str:
-        if "dropout_rate" not in self.experiments:
-            return ""
+    def dropout_rate(self, exp: Experiment) -> str:
+        """The study's dropout-rate sweep: the train-validation gap against p."""
         out = ["## Dropout rate", ""]
-        out += [self._gap_sentence(m) for m in self.models
-                if m in set(self.experiments["dropout_rate"]["model"])]
+        models = self._models_of(exp)
+        out += [self._gap_sentence(exp, m) for m in models]
         out.append("")
-        for m in self.models:
-            if m in set(self.experiments["dropout_rate"]["model"]):
-                out.append(self.figure(f"dropout_rate_{m}", f"{NAMES[m]}: accuracy curves per "
-                                       "dropout rate"))
-        out.append(self.figure("dropout_rate_summary", "Accuracy at the best-validation epoch "
+        for m in models:
+            out.append(self.figure(f"{exp.name}_{m}", f"{display_name(m)}: accuracy curves per "
+                                   "dropout rate"))
+        out.append(self.figure(f"{exp.name}_summary", "Accuracy at the best-validation epoch "
                                "against the dropout rate"))
-        out.append(md_table(self._exp_view("dropout_rate")))
+        out.append(md_table(self._exp_view(exp.name)))
         return "\n".join(out)
 
-    def batch_size(self) -> str:
-        if "batch_size" not in self.experiments:
-            return ""
-        t = self.experiments["batch_size"]
+    def _smallest_worst(self, exp: Experiment, model: str) -> tuple[pd.Series, pd.Series,
+                                                                     pd.Series]:
+        """(smallest, worst, best) rows of a numeric sweep, by mean test accuracy."""
+        tm = self.experiments[exp.name]
+        tm = tm[tm["model"] == model]
+        return (tm.loc[pd.to_numeric(tm["value"]).idxmin()],
+                tm.loc[tm["test_acc_mean"].idxmin()], tm.loc[tm["test_acc_mean"].idxmax()])
+
+    def batch_size(self, exp: Experiment) -> str:
+        """The study's batch-size sweep: is the smallest batch the worst?"""
         out = ["## Batch size", ""]
-        for m in self.models:
-            tm = t[t["model"] == m]
-            if tm.empty:
-                continue
-            worst = tm.loc[tm["test_acc_mean"].idxmin()]
-            best = tm.loc[tm["test_acc_mean"].idxmax()]
-            smallest = tm.loc[tm["value"].astype(int).idxmin()]
+        models = self._models_of(exp)
+        for m in models:
+            smallest, worst, best = self._smallest_worst(exp, m)
             is_worst = smallest["label"] == worst["label"]
             out.append(
-                f"- {NAMES[m]}: test accuracy ranges from {worst['test_acc_mean']:.2f}% "
+                f"- {display_name(m)}: test accuracy ranges from {worst['test_acc_mean']:.2f}% "
                 f"(batch {worst['label']}) to {best['test_acc_mean']:.2f}% (batch "
                 f"{best['label']}); the smallest batch ({smallest['label']}) "
                 + ("is the worst." if is_worst else
                    f"is not the worst here ({smallest['test_acc_mean']:.2f}%)."))
         out.append("")
-        for m in self.models:
-            if m in set(t["model"]):
-                out.append(self.figure(f"batch_size_{m}", f"{NAMES[m]}: accuracy curves per "
-                                       "batch size"))
-        out.append(self.figure("batch_size_summary", "Accuracy against the batch size"))
-        out.append(md_table(self._exp_view("batch_size")))
+        for m in models:
+            out.append(self.figure(f"{exp.name}_{m}", f"{display_name(m)}: accuracy curves per "
+                                   "batch size"))
+        out.append(self.figure(f"{exp.name}_summary", "Accuracy against the batch size"))
+        out.append(md_table(self._exp_view(exp.name)))
         return "\n".join(out)
+
+    def experiment_sections(self) -> str:
+        """One section per experiment, in config order: the one its ``section`` names, else
+        its kind's generic section."""
+        out = []
+        for name, exp in self.kinds.items():
+            if name not in self.experiments:
+                continue
+            section = exp.section or ("points" if exp.kind == "points" else "sweep")
+            if section not in SECTIONS:
+                raise ValueError(f"experiment {name!r} asks for report section {section!r}; "
+                                 f"valid: {', '.join(SECTIONS)}")
+            out.append(getattr(self, SECTIONS[section])(exp))
+        return "\n\n".join(out)
+
 
     def loss_gap(self) -> str:
         out = ["## Why training and validation loss differ", ""]
@@ -353,7 +436,8 @@ class Report:
             vmin = h.loc[h["val_loss"].idxmin()]
             vbest = h.loc[h["val_acc"].idxmax()]
             out.append(
-                f"- {NAMES[m]}: after epoch 1 the training loss is {first['train_loss']:.3f} "
+                f"- {display_name(m)}: after epoch 1 the training loss is "
+                f"{first['train_loss']:.3f} "
                 f"and the validation loss {first['val_loss']:.3f}; after the last epoch "
                 f"({int(last['epoch'])}) they are {last['train_loss']:.3f} and "
                 f"{last['val_loss']:.3f}. Validation loss is lowest at epoch "
@@ -375,54 +459,42 @@ class Report:
 
     def figures_of_features(self) -> str:
         out = ["## What the first layers learn", ""]
-        if "mlp" in self.models:
-            out.append(self.figure("weights_mlp", "MLP first-layer weights with and without "
-                                   "Dropout"))
-        if "cnn" in self.models:
-            out.append(self.figure("filters_cnn", "CNN first-layer filters"))
+        for m in self.models:
+            if m in MODELS and MODELS[m].first_layer is not None:
+                out.append(self.figure(f"first_layer_{m}", f"{display_name(m)} first-layer "
+                                       "weights (with and without Dropout where the grid has "
+                                       "both)"))
         return "\n".join(out)
 
     def findings(self) -> str:
         """The study's findings, each with its numbers and a verdict from the intervals."""
         rows = []
 
-        def add(finding: str, effect: str, model: str, expect: str) -> None:
-            e = self.effect(effect, model)
+        for finding, key, expect in published.FINDINGS:
+            e = self.effect(*key)
             if e is None:
-                return
+                continue
             got = e["verdict"]
-            ok = "reproduced" if got == expect else "not reproduced"
             rows.append({"finding (study)": finding, "measured (points)": e["difference"],
-                         "95% CI": _ci(e["low"], e["high"]), "verdict": got, "status": ok})
-
-        add("CNN beats MLP on test accuracy", "CNN - MLP (full)", "cnn-mlp", "better")
-        for m in self.models:
-            add(f"BatchNorm raises {NAMES[m]} test accuracy", "BatchNorm (full - no_bn)", m,
-                "better")
-        add("Dropout raises MLP test accuracy", "Dropout (full - no_dropout)", "mlp", "better")
-        add("Dropout lowers CNN test accuracy", "Dropout (full - no_dropout)", "cnn", "worse")
-        add("Dropout2d beats Dropout in the CNN", "Dropout2d - Dropout", "cnn", "better")
-        if "batch_size" in self.experiments:
-            for m in self.models:
-                eff = self.effects[(self.effects["experiment"] == "batch_size")
-                                   & (self.effects["model"] == m)] if not self.effects.empty \
-                    else pd.DataFrame()
-                if eff.empty:
-                    continue
-                t = self.experiments["batch_size"]
-                tm = t[t["model"] == m]
-                smallest = tm.loc[tm["value"].astype(int).idxmin(), "label"]
-                worst = tm.loc[tm["test_acc_mean"].idxmin(), "label"]
-                row = eff[eff["a"].astype(str) == str(smallest)]
+                         "95% CI": _ci(e["low"], e["high"]), "verdict": got,
+                         "status": "reproduced" if got == expect else "not reproduced"})
+        for name in published.SMALLEST_IS_WORST:
+            exp = self.kinds.get(name)
+            if exp is None or name not in self.experiments:
+                continue
+            for m in self._models_of(exp):
+                smallest, worst, _best = self._smallest_worst(exp, m)
+                eff = self._effects_of(exp)
+                row = eff[(eff["model"] == m) & (eff["a"].astype(str) == str(smallest["label"]))]
                 if row.empty:
                     continue
                 r = row.iloc[0]
-                rows.append({"finding (study)": f"batch size {smallest} is the worst "
-                             f"({NAMES[m]})", "measured (points)": r["difference"],
-                             "95% CI": _ci(r["low"], r["high"]) + f" vs batch {r['b']}",
+                rows.append({"finding (study)": f"{exp.axis} {smallest['label']} is the worst "
+                             f"({display_name(m)})", "measured (points)": r["difference"],
+                             "95% CI": _ci(r["low"], r["high"]) + f" vs {r['b']}",
                              "verdict": r["verdict"],
-                             "status": "reproduced" if worst == smallest and
-                             r["verdict"] == "worse" else "not reproduced"})
+                             "status": "reproduced" if worst["label"] == smallest["label"]
+                             and r["verdict"] == "worse" else "not reproduced"})
         if not rows:
             return ""
         df = pd.DataFrame(rows)
@@ -457,20 +529,9 @@ class Report:
 
     def training_flag(self) -> str:
         """Demonstrates .train() vs .eval() on the hand-written layers (computed now)."""
-        from .layers import BatchNorm1d, Dropout
+        from .layers import demonstrate_training_flag
 
-        torch.manual_seed(0)
-        bn, do = BatchNorm1d(4), Dropout(0.5)
-        x = torch.randn(256, 4) * 3 + 2
-        for _ in range(20):
-            bn(torch.randn(256, 4) * 3 + 2)
-        y_train = bn(x)
-        bn.eval()
-        y_eval = bn(x[:8])
-        z = torch.ones(1, 10000)
-        zt = do(z)
-        do.eval()
-        ze = do(z)
+        d = demonstrate_training_flag()
         return "\n".join([
             "## What `self.training` changes",
             "",
@@ -479,18 +540,22 @@ class Report:
             "",
             f"- BatchNorm1d in training mode normalises with the batch's own statistics: on a "
             f"batch with mean about 2 and sd about 3, the output has mean "
-            f"{y_train.mean().item():+.3f} and sd {y_train.std().item():.3f}, and the running "
-            f"estimates move towards the data (running mean "
-            f"{bn.running_mean.mean().item():.2f}, running variance "
-            f"{bn.running_var.mean().item():.2f} after 21 batches).",
+            f"{d['bn_train_mean']:+.3f} and sd {d['bn_train_std']:.3f}, and the running "
+            f"estimates move towards the data (running mean {d['running_mean']:.2f}, running "
+            f"variance {d['running_var']:.2f} after 21 batches).",
             f"- In eval mode it uses those running estimates only, so a batch of 8 is mapped "
-            f"sample by sample (output mean {y_eval.mean().item():+.3f}), independent of the "
+            f"sample by sample (output mean {d['bn_eval_mean']:+.3f}), independent of the "
             "rest of the batch.",
-            f"- Dropout(p=0.5) in training mode zeroes {(zt == 0).float().mean().item():.1%} of "
-            f"10,000 ones and scales the survivors to {zt.max().item():.1f}, keeping the mean "
-            f"at {zt.mean().item():.3f}; in eval mode it returns the input unchanged "
-            f"(mean {ze.mean().item():.3f}).",
+            f"- Dropout(p=0.5) in training mode zeroes {d['dropout_zero_fraction']:.1%} of "
+            f"10,000 ones and scales the survivors to {d['dropout_scale']:.1f}, keeping the "
+            f"mean at {d['dropout_train_mean']:.3f}; in eval mode it returns the input "
+            f"unchanged (mean {d['dropout_eval_mean']:.3f}).",
         ])
+
+# Report sections an experiment can name with `section:` in the config -> Report method.
+SECTIONS = {"points": "points_section", "sweep": "sweep_section", "ablation": "ablation",
+            "dropout2d": "dropout2d", "dropout_rate": "dropout_rate",
+            "batch_size": "batch_size"}
 
 
 def render_report(notebook: Path, executed: Path, tables: Path, figures: Path, runs: Path,

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from .experiments import check_experiment
 from .models import MODELS, model_arguments
 
 __all__ = [
@@ -36,7 +37,7 @@ class ConfigError(ValueError):
 
 
 def _model_defaults(name: str) -> dict[str, Any]:
-    sig = inspect.signature(MODELS[name])
+    sig = inspect.signature(MODELS[name].cls)
     out = {}
     for arg in model_arguments(name):
         default = sig.parameters[arg].default
@@ -243,6 +244,14 @@ def validate_config(config: dict) -> None:
                 merged = _deep_merge(models[model], override)
                 _check_model_settings(f"experiments.{ename}[{label}] ({model})", model,
                                       merged, max_batch)
+        check_experiment(ename, exp, _fail)
+        section = exp.get("section")
+        if section is not None:
+            from .reporting import SECTIONS
+
+            if section not in SECTIONS:
+                _fail(f"experiments.{ename}.section", f"unknown report section {section!r}",
+                      f"valid: {', '.join(SECTIONS)}, or leave it out for the generic one")
     split = config.get("split", {})
     for key in ("train_subset", "val_subset"):
         limit = split.get("n_train" if key == "train_subset" else "n_val")

@@ -37,7 +37,7 @@ import yaml
 from torch import Tensor, nn
 
 from .data import Splits
-from .models import build_model, count_parameters
+from .models import build_model, count_parameters, model_entry
 from .system import cpu_model, tune_cpu_allocator
 
 __all__ = ["train_run", "train_epoch", "resolve_device", "set_threads", "normalize", "evaluate",
@@ -253,7 +253,7 @@ def train_run(
     precision = spec.get("precision", "fp32")
 
     model = build_model(spec["model"], **spec["arch"]).to(dev)
-    use_cl = channels_last and dev.type == "cuda" and spec["model"] == "cnn"
+    use_cl = channels_last and dev.type == "cuda" and model_entry(spec["model"]).channels_last
     if use_cl:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(spec, model.parameters(), dev)

@@ -19,8 +19,10 @@ rule aggregate:
         long_csv="results/tables/history_long.csv",
         long_parquet="results/tables/history_long.parquet",
         plan="results/tables/plan.json",
+        experiments_json="results/tables/experiments.json",
     params:
         plan=PLAN,
+        experiments=config["experiments"],
         profile=config.get("profile", ""),
         runs=lambda w, input: os.path.dirname(os.path.dirname(input.metrics[0])),
         out=lambda w, output: os.path.dirname(output.runs),

@@ -25,7 +25,7 @@ except ConfigError as exc:
 RUNS = sorted(PLAN)
 TRAIN = config.get("train", {})
 REPORT_DIR = config.get("report_dir", "report")
-FIGURES = pipeline.figure_names(PLAN)
+FIGURES = pipeline.figure_names(PLAN, config["experiments"])
 
 
 wildcard_constraints:

@@ -12,6 +12,7 @@ with open(snakemake.log[0], "w") as log:  # noqa: F821 (snakemake is injected)
             Path(snakemake.params.runs),  # noqa: F821
             Path(snakemake.params.out),  # noqa: F821
             profile=snakemake.params.profile,  # noqa: F821
+            experiments=snakemake.params.experiments,  # noqa: F821
         )
     except Exception as exc:
         print(f"error: {exc}", file=log)

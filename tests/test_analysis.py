@@ -1,0 +1,189 @@
+"""Aggregation, figures and report sections on small hand-made runs with known accuracies.
+
+The runs are written by the test (metrics.json, history.csv, best.pt of tiny models), so
+every effect, verdict and sentence below is checked against numbers chosen here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from cifarlab import plots
+from cifarlab.aggregate import aggregate, find_effect
+from cifarlab.experiments import experiments_from_config
+from cifarlab.models import build_model
+from cifarlab.reporting import Report
+from cifarlab.study import build_plan
+from cifarlab.system import machine_info
+
+SEEDS = [0, 1, 2]
+CONFIG = {
+    "profile": "unit",
+    "data": {"source": "url", "md5": "0" * 32},
+    "split": {"n_train": 400, "n_val": 100},
+    "seeds": SEEDS,
+    "models": {
+        "mlp": {"arch": {"hidden": 4, "bn": True, "dropout": 0.5}, "optimizer": "adamw",
+                "lr": 1e-3, "weight_decay": 1e-3, "batch_size": 50, "epochs": 2},
+        "cnn": {"arch": {"channels": [2, 2], "bn": True, "dropout": 0.4}, "optimizer": "adamw",
+                "lr": 1e-3, "weight_decay": 1e-5, "batch_size": 50, "epochs": 2},
+    },
+    "experiments": {
+        "ablation": {"models": ["mlp", "cnn"],
+                     "points": {"full": {}, "no_bn": {"arch": {"bn": False}},
+                                "no_dropout": {"arch": {"dropout": 0.0}}},
+                     "effects": [["full", "no_bn"], ["full", "no_dropout"]],
+                     "model_contrast": {"a": "cnn", "b": "mlp", "point": "full"},
+                     "section": "ablation"},
+        # A config-only sweep no code knows by name.
+        "weight_decay": {"models": ["mlp"],
+                         "sweep": {"key": "weight_decay", "values": [1e-4, 1e-3, 1e-1],
+                                   "reference": "best", "scale": "log",
+                                   "axis": "weight decay"}},
+    },
+}
+
+
+def test_accuracy(spec: dict) -> float:
+    """The made-up test accuracy of a run (fraction): BN +5 points for the MLP, CNN +10."""
+    arch, seed = spec["arch"], spec["seed"]
+    acc = 0.50 if spec["model"] == "mlp" else 0.60
+    acc += 0.05 if arch["bn"] else 0.002 * seed
+    acc -= 0.0 if arch["dropout"] else 0.001 * (seed - 1)  # dropout: no real effect
+    acc -= {1e-4: 0.02, 1e-3: 0.0, 1e-1: 0.08}.get(spec["weight_decay"], 0.0)
+    return acc + 0.001 * seed
+
+
+test_accuracy.__test__ = False  # a helper, not a test
+
+
+def _write_runs(plan: dict, runs_dir, cpus: list[str]) -> None:
+    for i, (rid, entry) in enumerate(sorted(plan.items())):
+        spec = entry["spec"]
+        acc = test_accuracy(spec)
+        run = runs_dir / rid
+        run.mkdir(parents=True)
+        torch.manual_seed(i)
+        model = build_model(spec["model"], **spec["arch"])
+        torch.save(model.state_dict(), run / "best.pt")
+        (run / "history.csv").write_text(
+            "epoch,train_loss,train_acc,val_loss,val_acc,seconds\n"
+            f"1,2.0,{acc - 0.05},2.1,{acc - 0.04},1.0\n2,1.5,{acc + 0.1},1.9,{acc},1.0\n")
+        metrics = {"best_epoch": 2, "train_acc": acc + 0.1, "val_acc": acc, "test_acc": acc,
+                   "train_loss": 1.5, "val_loss": 1.9, "test_loss": 1.9,
+                   "best_train_acc": acc + 0.1, "best_val_acc": acc, "n_params": 10,
+                   "seconds": 2.0, "images_per_second": 400.0, "epochs_completed": 2,
+                   "diverged": False, "diverged_epoch": None, "n_train": 400, "n_val": 100,
+                   "n_test": 10000, "device": "NVIDIA H200", "threads": 1,
+                   "cpu": cpus[i % len(cpus)], "torch": "9.9.9", "precision": "bf16",
+                   "git_commit": "abc", "data_checksum": "0" * 32,
+                   "started": "2026-01-01T00:00:00+00:00",
+                   "finished": "2026-01-01T00:10:00+00:00"}
+        (run / "metrics.json").write_text(json.dumps(metrics))
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("analysis")
+    plan = build_plan(CONFIG)
+    _write_runs(plan, root / "runs", cpus=["Trainer CPU 9000", "Other CPU 42"])
+    tables = aggregate(plan, root / "runs", root / "tables", profile="unit",
+                       experiments=CONFIG["experiments"])
+    return {"root": root, "plan": plan, "tables": tables}
+
+
+def test_effects_are_keyed_by_ids_with_the_numbers_chosen(study):
+    effects = study["tables"]["effects"]
+    bn = find_effect(effects, ("ablation", "mlp", "full", "no_bn"))
+    # full - no_bn per seed: 0.05 - 0.002 * seed -> 5.0, 4.8, 4.6 points.
+    assert bn["difference"] == pytest.approx(4.8, abs=1e-6)
+    assert bn["verdict"] == "better" and bn["n_seeds"] == 3
+    assert bn["effect"] == "ablation: full - no_bn"  # derived from the id, for display
+    dropout = find_effect(effects, ("ablation", "cnn", "full", "no_dropout"))
+    assert dropout["difference"] == pytest.approx(0.0, abs=1e-6)
+    assert dropout["verdict"].startswith("no detectable difference")
+    contrast = find_effect(effects, ("ablation", "cnn-mlp", "full", "full"))
+    assert contrast["difference"] == pytest.approx(10.0, abs=1e-6)
+    assert contrast["verdict"] == "better"
+
+
+def test_sweep_effects_are_against_the_best_on_validation(study):
+    effects = study["tables"]["effects"]
+    wd = effects[effects["experiment"] == "weight_decay"]
+    # validation accuracy is highest at 1e-3 (the others lose 2 and 8 points)
+    assert set(wd["b"].astype(str)) == {"0.001"}
+    assert set(wd["a"].astype(str)) == {"0.0001", "0.1"}
+    assert wd.set_index(wd["a"].astype(str)).loc["0.1", "difference"] == pytest.approx(-8.0)
+    assert wd["effect"].str.contains("chosen on val").all()
+
+
+def test_published_numbers_join_on_ids_not_labels(study):
+    pub = study["tables"]["published"]
+    row = pub[(pub["quantity"] == "effect: ablation: full - no_bn") & (pub["model"] == "mlp")]
+    assert row["published"].iloc[0] == 2.08
+    assert row["reproduced"].iloc[0] == pytest.approx(4.8)
+    assert row["verdict"].iloc[0] == "higher"
+    qualitative = pub[pub["published_finding"].fillna("") == "better"]
+    assert "cnn-mlp" in set(qualitative["model"])  # CNN beats MLP, a finding without number
+
+
+def test_runs_table_carries_the_training_machines(study):
+    runs = study["tables"]["runs"]
+    assert set(runs["cpu"]) == {"Trainer CPU 9000", "Other CPU 42"}
+    assert set(runs["torch"]) == {"9.9.9"} and set(runs["precision"]) == {"bf16"}
+
+
+def test_figures_draw_what_is_promised_with_the_declared_axis(study, monkeypatch):
+    root = study["root"]
+    out = root / "figures"
+    written = plots.make_figures(root / "tables", root / "runs", out)
+    names = {p.stem for p in written if p.suffix == ".png" and p.parent == out}
+    assert {"weight_decay_mlp", "weight_decay_summary", "ablation_mlp", "ablation_cnn",
+            "first_layer_mlp", "first_layer_cnn", "curves_mlp", "curves_cnn"} <= names
+    table = pd.read_csv(root / "tables/experiment_weight_decay.csv", dtype={"label": str})
+    exp = experiments_from_config(CONFIG["experiments"])["weight_decay"]
+    fig = plots.fig_sweep_summary(table, "t", exp.axis, exp.scale == "log")
+    assert fig.axes[0].get_xscale() == "log" and fig.axes[0].get_xlabel() == "weight decay"
+    # A promised figure that is not drawn is an error, never a silent gap.
+    promised = plots.figure_names
+    monkeypatch.setattr(plots, "figure_names", lambda *a: [*promised(*a), "never_drawn"])
+    with pytest.raises(RuntimeError, match="never_drawn"):
+        plots.make_figures(root / "tables", root / "runs", root / "figures2")
+
+
+def test_report_header_names_the_training_machines_not_the_renderer(study):
+    r = Report(study["root"] / "tables", "figures", study["root"] / "runs", profile="unit")
+    header = r.header()
+    assert "`Other CPU 42` (" in header and "`Trainer CPU 9000` (" in header
+    assert "torch `9.9.9`" in header and "precision `bf16`" in header
+    assert machine_info()["cpu"] not in header
+
+
+def test_report_sections_follow_the_experiment_kinds(study):
+    r = Report(study["root"] / "tables", "figures", study["root"] / "runs", profile="unit")
+    sections = r.experiment_sections()
+    assert "## The effect of BatchNorm and Dropout" in sections  # asked for by `section:`
+    assert "## Sweep `weight_decay` over weight decay" in sections  # the generic sweep one
+    assert "weight decay = 0.001" in sections  # its best value on validation
+    assert "figures/weight_decay_summary.png" in sections
+    findings = r.findings()
+    assert "BatchNorm raises MLP test accuracy" in findings
+    assert "CNN beats MLP on test accuracy" in findings
+    assert "Dropout2d" not in findings  # not measured here: not claimed
+    accuracy = r.accuracy()
+    assert "56.09" in accuracy and "80.66" in accuracy
+    contrast = r.model_contrast()
+    assert "## CNN vs MLP" in contrast and "+10.00 points" in contrast
+
+
+def test_training_flag_numbers_are_the_layers_behaviour():
+    from cifarlab.layers import demonstrate_training_flag
+
+    d = demonstrate_training_flag()
+    assert abs(d["bn_train_mean"]) < 1e-5 and math.isclose(d["bn_train_std"], 1, rel_tol=0.01)
+    assert math.isclose(d["dropout_scale"], 2.0) and d["dropout_eval_mean"] == 1.0
