@@ -212,6 +212,7 @@ def test_new_model_file_and_config_only_sweep(smoke, tmp_path):
     import shutil
 
     repo = tmp_path / "repo"
+    repo.mkdir()
     for part in ("Snakefile", "workflow", "src", "config", "profiles"):
         src = ROOT / part
         (shutil.copytree if src.is_dir() else shutil.copy2)(
