@@ -269,23 +269,17 @@ def make_figures(tables: Path, runs_dir: Path, out: Path) -> list[Path]:
         spec = by_id[rid]
         w = entry.first_layer(_load_model(runs_dir, rid, spec))
         units = 64 if w.shape[2] * w.shape[3] < 100 else 32
-        if "dropout" in spec["arch"] and spec["arch"]["dropout"] > 0:
-            label = f"with Dropout (p={spec['arch']['dropout']:g})"
-        else:
-            label = "baseline"
-        panels = [(label, _unit_images(w, units))]
-        # The same network without dropout, when the grid has it: what dropout changes.
-        twin = {**spec["arch"], "dropout": 0.0}
-        if "dropout2d" in twin:
-            twin["dropout2d"] = False
-        for other, s in by_id.items():
-            if (other != rid and s["model"] == model and s["seed"] == spec["seed"]
-                    and "dropout" in spec["arch"] and spec["arch"]["dropout"] > 0
-                    and s["arch"] == twin and s["batch_size"] == spec["batch_size"]
-                    and s["lr"] == spec["lr"] and s["weight_decay"] == spec["weight_decay"]):
-                panels.append(("without Dropout", _unit_images(
-                    entry.first_layer(_load_model(runs_dir, other, s)), units)))
-                break
+        p = spec["arch"].get("dropout", 0.0)
+        panels = [(f"with Dropout (p={p:g})" if p > 0 else "baseline", _unit_images(w, units))]
+        # The same run without dropout, when the grid has it: what dropout changes. The
+        # canonical spec of p = 0 also resets dropout2d (study.canonical_spec).
+        twin = {**spec, "arch": {**spec["arch"], "dropout": 0.0}}
+        if "dropout2d" in twin["arch"]:
+            twin["arch"]["dropout2d"] = False
+        other = next((r for r, s in by_id.items() if p > 0 and s == twin), None)
+        if other is not None:
+            panels.append(("without Dropout", _unit_images(
+                entry.first_layer(_load_model(runs_dir, other, by_id[other])), units)))
         written += _save(fig_weights(panels, f"{entry.display} first-layer weights as "
                                      f"{w.shape[2]}x{w.shape[3]} colour images (first {units} "
                                      "units, each scaled to its own range)"),
