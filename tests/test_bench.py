@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from cifarlab import bench, layers
+from cifarlab.bench import jobs, measure, peak, run
 from cifarlab.models import CNN, MLP
 
 
@@ -26,6 +27,30 @@ def test_summarize_median_and_best_on_known_inputs():
 def test_ratio_divides_medians_and_bests():
     q = bench.ratio(bench.Stat(6.0, 9.0, 5), bench.Stat(2.0, 3.0, 3))
     assert q == bench.Stat(3.0, 3.0, 3)
+
+
+def test_measure_interleaved_warms_up_alternates_and_summarises():
+    calls = []
+
+    def case(name, values):
+        it = iter(values)
+        return lambda: calls.append(name) or {"rate": next(it), "ms": 1.0}
+
+    cases = {"a": case("a", [0.0, 3.0, 1.0, 2.0]), "b": case("b", [0.0, 5.0, 4.0, 6.0])}
+    stats = measure.measure_interleaved(cases, 3, higher_is_better=True)
+    # warm-up (each case once, discarded), then rounds a b / b a / a b
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]
+    assert stats["a"] == {"rate": bench.Stat(2.0, 3.0, 3), "ms": bench.Stat(1.0, 1.0, 3)}
+    assert stats["b"]["rate"] == bench.Stat(5.0, 6.0, 3)
+    warmed = []
+    calls.clear()
+    cases = {"a": case("a", [1.0]), "b": case("b", [2.0])}
+    stats = measure.measure_interleaved(cases, 1, higher_is_better=False,
+                                        warm_up={"b": lambda: warmed.append("b")})
+    assert warmed == ["b"] and calls == ["a", "b"]
+    assert stats["b"]["rate"] == bench.Stat(2.0, 2.0, 1)
+    with pytest.raises(ValueError):
+        measure.measure_interleaved(cases, 0, higher_is_better=True)
 
 
 def test_results_targets_use_the_median():
@@ -108,8 +133,8 @@ def test_run_bench_tiny_writes_all_five_sections(tmp_path, capsys):
                    ("layers", "mlp/overhead", "backward_pct"),
                    ("peak", "cnn_train_step/1t", "fraction_of_gemm_peak"),
                    ("jobs", "mlp/1x1", "total_images_per_s")
-                   if bench._cores() == 1 else ("jobs", f"mlp/{bench._cores()}x1_vs_1x"
-                                                f"{bench._cores()}", "ratio"),
+                   if measure.cores() == 1 else ("jobs", f"mlp/{measure.cores()}x1_vs_1x"
+                                                f"{measure.cores()}", "ratio"),
                    ("precision", "mlp/bf16_vs_fp32", "speed_ratio")]:
         assert needed in cases, needed
     data = json.loads((out / "bench.json").read_text())
@@ -137,9 +162,9 @@ def test_run_bench_one_section_and_bad_names(tmp_path):
 def test_study_flops_per_image_match_the_issue():
     # Training FLOPs per image: MLP 12.6 M, CNN 2,371 M (forward 797 M).
     x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,))
-    fwd, total = bench._training_flops(CNN(), x, y)
+    fwd, total = peak.training_flops(CNN(), x, y)
     assert round(total / 2 / 1e6) == 2371 and round(fwd / 2 / 1e6) == 797
-    _, total = bench._training_flops(MLP(), x, y)
+    _, total = peak.training_flops(MLP(), x, y)
     assert round(total / 2 / 1e6, 1) == 12.6
 
 
@@ -147,7 +172,7 @@ def test_gpu_sharing_measures_concurrent_runs(tmp_path):
     # The code path `cifarlab bench` takes on CUDA (run here on the CPU: same processes and
     # protocol, only the device differs).
     res = bench.Results()
-    bench._bench_gpu_sharing(bench.settings_for("test"), res, torch.device("cpu"))
+    jobs._bench_gpu_sharing(bench.settings_for("test"), res, torch.device("cpu"))
     for model in ("mlp", "cnn"):
         for k in bench.GPU_SHARES:
             st = res.get("jobs", f"{model}_gpu/{k}_runs", "total_images_per_s")
@@ -158,7 +183,7 @@ def test_gpu_sharing_measures_concurrent_runs(tmp_path):
 def test_targets_are_judged_on_cpu_runs_only():
     res = bench.Results()
     res.add("loops", "mlp/ours_vs_course", "ratio", bench.Stat(2.0, 2.1, 3))
-    bench._check_targets(res, torch.device("cuda"))
+    run._check_targets(res, torch.device("cuda"))
     assert res.targets == []
-    bench._check_targets(res, torch.device("cpu"))
+    run._check_targets(res, torch.device("cpu"))
     assert [t["met"] for t in res.targets] == [True]
