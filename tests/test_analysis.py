@@ -6,6 +6,7 @@ every effect, verdict and sentence below is checked against numbers chosen here.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -13,12 +14,12 @@ import pandas as pd
 import pytest
 import torch
 
-from cifarlab import plots
+from cifarlab import plots, reporting
 from cifarlab.aggregate import aggregate, find_effect
 from cifarlab.experiments import experiments_from_config
 from cifarlab.models import build_model
-from cifarlab.reporting import Report
-from cifarlab.study import build_plan
+from cifarlab.reporting import ReportView
+from cifarlab.study import build_plan, normalize_config
 from cifarlab.system import machine_info
 
 SEEDS = [0, 1, 2]
@@ -88,7 +89,7 @@ def _write_runs(plan: dict, runs_dir, cpus: list[str]) -> None:
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("analysis")
-    plan = build_plan(CONFIG)
+    plan = build_plan(normalize_config(copy.deepcopy(CONFIG)))  # as the Snakefile does
     _write_runs(plan, root / "runs", cpus=["Trainer CPU 9000", "Other CPU 42"])
     tables = aggregate(plan, root / "runs", root / "tables", profile="unit",
                        experiments=CONFIG["experiments"])
@@ -155,28 +156,65 @@ def test_figures_draw_what_is_promised_with_the_declared_axis(study, monkeypatch
 
 
 def test_report_header_names_the_training_machines_not_the_renderer(study):
-    r = Report(study["root"] / "tables", "figures", study["root"] / "runs", profile="unit")
-    header = r.header()
+    v = ReportView.load(study["root"] / "tables", "figures", study["root"] / "runs",
+                        profile="unit")
+    header = reporting.header(v)
     assert "`Other CPU 42` (" in header and "`Trainer CPU 9000` (" in header
     assert "torch `9.9.9`" in header and "precision `bf16`" in header
     assert machine_info()["cpu"] not in header
 
 
 def test_report_sections_follow_the_experiment_kinds(study):
-    r = Report(study["root"] / "tables", "figures", study["root"] / "runs", profile="unit")
-    sections = r.experiment_sections()
+    v = ReportView.load(study["root"] / "tables", "figures", study["root"] / "runs",
+                        profile="unit")
+    sections = reporting.experiment_sections(v)
     assert "## The effect of BatchNorm and Dropout" in sections  # asked for by `section:`
     assert "## Sweep `weight_decay` over weight decay" in sections  # the generic sweep one
     assert "weight decay = 0.001" in sections  # its best value on validation
     assert "figures/weight_decay_summary.png" in sections
-    findings = r.findings()
+    findings = reporting.findings(v)
     assert "BatchNorm raises MLP test accuracy" in findings
     assert "CNN beats MLP on test accuracy" in findings
     assert "Dropout2d" not in findings  # not measured here: not claimed
-    accuracy = r.accuracy()
+    accuracy = reporting.accuracy(v)
     assert "56.09" in accuracy and "80.66" in accuracy
-    contrast = r.model_contrast()
+    contrast = reporting.model_contrast(v)
     assert "## CNN vs MLP" in contrast and "+10.00 points" in contrast
+    assert "shares each filter" in contrast  # the registry's words on each model
+
+
+def test_report_sections_leave_the_shared_view_unchanged(study):
+    """Every section reads the one view; none may modify what the next section reads."""
+    v = ReportView.load(study["root"] / "tables", "figures", study["root"] / "runs",
+                        profile="unit")
+    fresh = ReportView.load(study["root"] / "tables", "figures", study["root"] / "runs")
+    texts = [section(v) for section in reporting.REPORT]
+    assert all(isinstance(t, str) for t in texts) and sum(map(len, texts)) > 5000
+    for name in ("runs", "points", "effects", "published"):
+        pd.testing.assert_frame_equal(getattr(v.tables, name), getattr(fresh.tables, name))
+    for name, table in fresh.tables.experiment_tables.items():
+        pd.testing.assert_frame_equal(v.tables.experiment_tables[name], table)
+
+
+def test_notebook_renders_the_report_sections_in_order():
+    """The notebook stays a thin list of calls: the sections of REPORT, in order."""
+    import re
+    from pathlib import Path
+
+    nb = json.loads((Path(__file__).resolve().parents[1]
+                     / "workflow/notebooks/report.ipynb").read_text())
+    called = [m for c in nb["cells"] if c["cell_type"] == "code"
+              for m in re.findall(r"rep\.(\w+)\(v\)", "".join(c["source"]))]
+    assert called == [f.__name__ for f in reporting.REPORT]
+
+
+def test_between_model_effects_are_structured_not_parsed(study):
+    effects = study["tables"]["effects"]
+    between = effects[effects["a_model"] != effects["b_model"]]
+    assert list(zip(between["a_model"], between["b_model"], strict=True)) == [("cnn", "mlp")]
+    assert between["effect"].iloc[0] == "ablation: cnn - mlp at full"
+    within = effects[effects["a_model"] == effects["b_model"]]
+    assert (within["a_model"] == within["model"]).all()
 
 
 def test_training_flag_numbers_are_the_layers_behaviour():

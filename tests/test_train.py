@@ -136,3 +136,18 @@ def test_batch_larger_than_split_is_refused(tmp_path, data):
     s["batch_size"] = 1000
     with pytest.raises(RunError, match="larger than the training split"):
         train_run(s, data, tmp_path / "x", threads=1)
+
+
+def test_corrupt_checkpoint_is_named_and_nothing_is_overwritten(tmp_path, data):
+    from cifarlab.rundir import RunFileError
+
+    s = spec(epochs=4)
+    assert train_run(s, data, tmp_path / "r", threads=1, stop_after=2) is None
+    ckpt = tmp_path / "r" / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    history = (tmp_path / "r" / "history.csv").read_text()
+    with pytest.raises(RunFileError, match=r"checkpoint\.pt is truncated or corrupt.*delete it"):
+        train_run(s, data, tmp_path / "r", threads=1)
+    assert (tmp_path / "r" / "history.csv").read_text() == history
+    ckpt.unlink()  # the fix the message gives: the run trains again from epoch 1
+    assert train_run(s, data, tmp_path / "r", threads=1)["epochs_completed"] == 4

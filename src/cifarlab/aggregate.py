@@ -24,7 +24,9 @@ import pandas as pd
 from . import published
 from .experiments import EffectDef, Experiment, effect_label, experiments_from_config
 from .models import MODELS, model_order
+from .rundir import RunDir
 from .stats import accuracy_interval, paired_effect, published_verdict, verdict
+from .tables import find_effect
 
 log = logging.getLogger("cifarlab.aggregate")
 
@@ -51,11 +53,7 @@ def _flatten(spec: dict) -> dict:
 def load_runs(plan: dict, runs_dir: Path) -> pd.DataFrame:
     rows = []
     for rid, entry in plan.items():
-        path = runs_dir / rid / "metrics.json"
-        if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: run {rid} has not finished; "
-                                    "run the pipeline (snakemake) to train it")
-        metrics = json.loads(path.read_text())
+        metrics = RunDir(runs_dir / rid).read_metrics()
         row = {"run_id": rid,
                "experiments": ";".join(f"{m['experiment']}[{m['label']}]"
                                        for m in entry["members"]),
@@ -121,14 +119,15 @@ def _effect_row(points: pd.DataFrame, experiment: str, model: str, e: EffectDef
     n_test = int(points["n_test"].iloc[0])
     iv = paired_effect([sa[s] for s in seeds], [sb[s] for s in seeds], n_test)
     return {"experiment": experiment, "model": model, "a": e.a, "b": e.b,
-            "effect": effect_label(experiment, model, e.a, e.b, e.chosen_on_val),
+            "a_model": e.a_model or model, "b_model": e.b_model or model,
+            "effect": effect_label(experiment, model, e, e.chosen_on_val),
             "metric": "test_acc", "n_seeds": len(seeds), "difference": iv.mean * 100,
             "sd": iv.std * 100, "low": iv.low * 100, "high": iv.high * 100,
             "interval": iv.method, "verdict": verdict(iv)}
 
 
-EFFECT_COLUMNS = ("experiment", "model", "a", "b", "effect", "metric", "n_seeds", "difference",
-                  "sd", "low", "high", "interval", "verdict")
+EFFECT_COLUMNS = ("experiment", "model", "a", "b", "a_model", "b_model", "effect", "metric",
+                  "n_seeds", "difference", "sd", "low", "high", "interval", "verdict")
 
 
 def effects_table(points: pd.DataFrame, experiments: dict[str, Experiment]) -> pd.DataFrame:
@@ -143,16 +142,6 @@ def effects_table(points: pd.DataFrame, experiments: dict[str, Experiment]) -> p
                for m, g in sub.sort_values("point_index").groupby("model")}
         rows += [_effect_row(points, name, m, e) for m, e in exp.effect_defs(val)]
     return pd.DataFrame([r for r in rows if r is not None], columns=list(EFFECT_COLUMNS))
-
-
-def find_effect(effects: pd.DataFrame, key: tuple[str, str, str, str]) -> pd.Series | None:
-    """The effects row of id (experiment, model, a, b), or None when it was not measured."""
-    if effects.empty:
-        return None
-    exp, model, a, b = key
-    m = effects[(effects["experiment"] == exp) & (effects["model"] == model)
-                & (effects["a"].astype(str) == a) & (effects["b"].astype(str) == b)]
-    return None if m.empty else m.iloc[0]
 
 
 def published_table(points: pd.DataFrame, runs: pd.DataFrame, effects: pd.DataFrame,
@@ -204,7 +193,7 @@ def _published_row(quantity, model, pub, mean, low, high, method, profile, note)
 def history_long(plan: dict, runs_dir: Path) -> pd.DataFrame:
     frames = []
     for rid, entry in plan.items():
-        h = pd.read_csv(runs_dir / rid / "history.csv")
+        h = RunDir(runs_dir / rid).read_history()
         long = h.melt(id_vars=["epoch"], value_vars=["train_loss", "train_acc", "val_loss",
                                                       "val_acc"], var_name="key")
         long[["split", "metric"]] = long["key"].str.split("_", n=1, expand=True)

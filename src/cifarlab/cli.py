@@ -223,11 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
     from .data import DataError
+    from .rundir import RunFileError
     from .study import ConfigError
     from .train import RunError
 
     try:
         return args.func(args)
-    except (DataError, ConfigError, RunError) as exc:
+    except (DataError, ConfigError, RunError, RunFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

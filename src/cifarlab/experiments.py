@@ -39,6 +39,7 @@ class EffectDef:
 
     @property
     def contrast(self) -> bool:
+        """True for a between-model effect."""
         return self.a_model is not None and self.a_model != self.b_model
 
 
@@ -88,12 +89,13 @@ class Experiment:
         return out
 
 
-def effect_label(experiment: str, model: str, a: str, b: str, chosen_on_val: bool = False
+def effect_label(experiment: str, model: str, effect: EffectDef, chosen_on_val: bool = False
                  ) -> str:
-    """Display text of an effect id, e.g. ``ablation: full - no_bn``."""
-    what = f"{a} - {b}"
-    if "-" in model and a == b:
-        what = f"{model.replace('-', ' - ')} at {a}"
+    """Display text of an effect, e.g. ``ablation: full - no_bn`` or
+    ``ablation: cnn - mlp at full`` for a between-model effect."""
+    what = f"{effect.a} - {effect.b}"
+    if effect.contrast:
+        what = f"{effect.a_model} - {effect.b_model} at {effect.a}"
     return f"{experiment}: {what}" + (" (b chosen on val)" if chosen_on_val else "")
 
 

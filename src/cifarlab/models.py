@@ -185,7 +185,8 @@ class ModelEntry:
     format on CUDA; ``first_layer`` returns its first-layer weights as images
     (units, 3, H, W) for the feature figure, or is None when it has no image-shaped first
     layer; ``published`` holds the study's train/val/test accuracy in % where the study has
-    them (None: the report says there are none).
+    them (None: the report says there are none); ``inductive_bias`` is a sentence on what
+    the architecture assumes about images, used where the report contrasts two models.
     """
 
     name: str
@@ -194,6 +195,7 @@ class ModelEntry:
     channels_last: bool = False
     first_layer: Callable[[nn.Module], Tensor] | None = None
     published: dict[str, float] | None = None
+    inductive_bias: str = ""
 
 
 MODELS: dict[str, ModelEntry] = {}
@@ -201,7 +203,8 @@ MODELS: dict[str, ModelEntry] = {}
 
 def register_model(name: str, display: str | None = None, *, channels_last: bool = False,
                    first_layer: Callable[[nn.Module], Tensor] | None = None,
-                   published: dict[str, float] | None = None) -> Callable[[type], type]:
+                   published: dict[str, float] | None = None,
+                   inductive_bias: str = "") -> Callable[[type], type]:
     """Class decorator: make ``cls`` buildable as ``name`` from the config.
 
     A new model is one file in ``cifarlab/zoo/`` with a decorated ``nn.Module`` class
@@ -212,7 +215,7 @@ def register_model(name: str, display: str | None = None, *, channels_last: bool
             raise ValueError(f"model name {name!r} is registered twice ({MODELS[name].cls} "
                              f"and {cls}); pick another name")
         MODELS[name] = ModelEntry(name, cls, display or name, channels_last, first_layer,
-                                  published)
+                                  published, inductive_bias)
         return cls
     return decorate
 
@@ -227,9 +230,14 @@ def _cnn_first_layer(model: nn.Module) -> Tensor:
 
 # Best-validation checkpoint, 100 epochs on a GPU: train / val / test accuracy in %.
 register_model("mlp", "MLP", first_layer=_mlp_first_layer,
-               published={"train_acc": 80.33, "val_acc": 57.23, "test_acc": 56.09})(MLP)
+               published={"train_acc": 80.33, "val_acc": 57.23, "test_acc": 56.09},
+               inductive_bias="The MLP flattens the image and spends its parameters on "
+               "connections to fixed pixel positions, so it cannot reuse what it learns at "
+               "one position at another.")(MLP)
 register_model("cnn", "CNN", channels_last=True, first_layer=_cnn_first_layer,
-               published={"train_acc": 96.10, "val_acc": 81.49, "test_acc": 80.66})(CNN)
+               published={"train_acc": 96.10, "val_acc": 81.49, "test_acc": 80.66},
+               inductive_bias="The CNN shares each filter over all image positions and pools "
+               "nearby activations, so it uses the spatial structure of the image.")(CNN)
 
 
 def model_entry(name: str) -> ModelEntry:

@@ -7,7 +7,6 @@ interval. Nothing here holds a result: all numbers come from ``results/``.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -22,9 +21,10 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from .experiments import experiments_from_config  # noqa: E402
-from .models import MODELS, build_model, display_name, model_order  # noqa: E402
+from .models import MODELS, display_name  # noqa: E402
 from .pipeline import figure_names  # noqa: E402
+from .rundir import RunDir  # noqa: E402
+from .tables import StudyTables  # noqa: E402
 
 log = logging.getLogger("cifarlab.plots")
 
@@ -42,7 +42,7 @@ class Histories:
 
     def __getitem__(self, rid: str) -> pd.DataFrame:
         if rid not in self._cache:
-            self._cache[rid] = pd.read_csv(self.runs_dir / rid / "history.csv")
+            self._cache[rid] = RunDir(self.runs_dir / rid).read_history()
         return self._cache[rid]
 
     def band(self, rids: list[str], column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -77,14 +77,6 @@ def _line(ax, h: Histories, rids, column, label, color, style="-") -> None:
     if np.any(half > 0):
         ax.fill_between(x, (mean - half) * scale, (mean + half) * scale, color=color, alpha=0.18,
                         lw=0)
-
-
-def _point_runs(points: pd.DataFrame, exp: str, model: str) -> list[tuple[str, list[str], dict]]:
-    sub = points[(points["experiment"] == exp) & (points["model"] == model)]
-    out = []
-    for label, g in sub.sort_values("point_index").groupby("label", sort=False):
-        out.append((label, list(g["run_id"]), g.iloc[0].to_dict()))
-    return out
 
 
 def _legend_triplet(points: pd.DataFrame, rids: list[str]) -> str:
@@ -187,13 +179,6 @@ def _unit_images(w: torch.Tensor, n: int) -> np.ndarray:
     return ((w - lo) / (hi - lo).clamp_min(1e-12)).permute(0, 2, 3, 1).numpy()
 
 
-def _load_model(runs_dir: Path, rid: str, spec: dict):
-    model = build_model(spec["model"], **spec["arch"])
-    state = torch.load(runs_dir / rid / "best.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    return model
-
-
 def fig_weights(panels: list[tuple[str, np.ndarray]], title: str, cols: int = 8) -> plt.Figure:
     rows = math.ceil(max(len(p[1]) for p in panels) / cols)
     fig, axes = plt.subplots(rows, cols * len(panels) + len(panels) - 1,
@@ -213,26 +198,15 @@ def fig_weights(panels: list[tuple[str, np.ndarray]], title: str, cols: int = 8)
 
 def make_figures(tables: Path, runs_dir: Path, out: Path) -> list[Path]:
     """Draw every figure `figure_names(plan)` promises; returns the files written."""
-    plan = json.loads((tables / "plan.json").read_text())
-    runs = pd.read_csv(tables / "runs.csv")
-    points = pd.read_csv(tables / "points.csv", dtype={"label": str})
-    points = points.merge(runs[["run_id", "best_train_acc", "best_val_acc"]], on="run_id",
-                          how="left", suffixes=("", "_run"))
-    for col in ("best_train_acc", "best_val_acc"):
-        if f"{col}_run" in points:
-            points[col] = points.pop(f"{col}_run")
+    t = StudyTables.load(tables)
+    runs, points = t.runs, t.points
     h = Histories(runs_dir)
     written: list[Path] = []
-    exp_config = json.loads((tables / "experiments.json").read_text())
-    experiments = experiments_from_config(exp_config)
-    expected = figure_names(plan, exp_config)
-    models = model_order(runs["model"])
+    expected = figure_names(dict(t.plan), dict(t.experiments_config))
+    models = t.models
 
     def baseline(model: str) -> list[str]:
-        b = runs[(runs["model"] == model) & runs["baseline"]]
-        if b.empty:  # no experiment holds the baseline: the best run by validation
-            b = runs[runs["model"] == model].nlargest(1, "val_acc")
-        return list(b["run_id"])
+        return list(t.baseline(model)["run_id"])
 
     for model in models:
         rids = baseline(model)
@@ -240,11 +214,11 @@ def make_figures(tables: Path, runs_dir: Path, out: Path) -> list[Path]:
         written += _save(fig_curves(h, rids, f"{_fmt_title(model)} baseline: loss and accuracy "
                                     f"(best val at epoch {int(r['best_epoch'])})"),
                          out, f"curves_{model}")
-    for name, exp in experiments.items():
+    for name, exp in t.experiments.items():
         if name not in set(points["experiment"]):
             continue
         for model in exp.models:
-            groups = _point_runs(points, name, model)
+            groups = t.point_runs(name, model)
             if not groups:
                 continue
             title = f"{_fmt_title(model)}: {name}"
@@ -255,19 +229,18 @@ def make_figures(tables: Path, runs_dir: Path, out: Path) -> list[Path]:
                 fig = fig_sweep_curves(h, groups, f"{title} sweep", exp.axis)
             written += _save(fig, out, f"{name}_{model}")
         if exp.kind == "sweep":
-            table = pd.read_csv(tables / f"experiment_{name}.csv", dtype={"label": str})
-            written += _save(fig_sweep_summary(table, f"{name}: accuracy at the "
-                                               "best-validation epoch", exp.axis,
-                                               exp.scale == "log"), out, f"{name}_summary")
+            fig = fig_sweep_summary(t.experiment_table(name), f"{name}: accuracy at the "
+                                    "best-validation epoch", exp.axis, exp.scale == "log")
+            written += _save(fig, out, f"{name}_summary")
 
-    by_id = {rid: e["spec"] for rid, e in plan.items()}
+    by_id = {rid: e["spec"] for rid, e in t.plan.items()}
     for model in models:
         entry = MODELS[model]
         if entry.first_layer is None:
             continue
         rid = baseline(model)[0]
         spec = by_id[rid]
-        w = entry.first_layer(_load_model(runs_dir, rid, spec))
+        w = entry.first_layer(RunDir(runs_dir / rid).load_model(spec))
         units = 64 if w.shape[2] * w.shape[3] < 100 else 32
         p = spec["arch"].get("dropout", 0.0)
         panels = [(f"with Dropout (p={p:g})" if p > 0 else "baseline", _unit_images(w, units))]
@@ -279,12 +252,12 @@ def make_figures(tables: Path, runs_dir: Path, out: Path) -> list[Path]:
         other = next((r for r, s in by_id.items() if p > 0 and s == twin), None)
         if other is not None:
             panels.append(("without Dropout", _unit_images(
-                entry.first_layer(_load_model(runs_dir, other, by_id[other])), units)))
+                entry.first_layer(RunDir(runs_dir / other).load_model(by_id[other])), units)))
         written += _save(fig_weights(panels, f"{entry.display} first-layer weights as "
                                      f"{w.shape[2]}x{w.shape[3]} colour images (first {units} "
                                      "units, each scaled to its own range)"),
                          out, f"first_layer_{model}")
-    for rid in sorted(plan):
+    for rid in sorted(t.plan):
         written += _save(fig_curves(h, [rid], f"run {rid}"), out, f"runs/{rid}")
 
     missing = [n for n in expected if not (out / f"{n}.png").exists()]

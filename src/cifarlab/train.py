@@ -1,12 +1,8 @@
 """One training run: in-memory tensors, per-epoch history, best-validation checkpoint, resume.
 
-Output folder of a run::
-
-    spec.yaml       the spec as run
-    history.csv     epoch, train_loss, train_acc, val_loss, val_acc, seconds
-    metrics.json    written last: its presence means the run is complete
-    best.pt         weights of the best-validation epoch
-    checkpoint.pt   resumable state after the last completed epoch (removed when done)
+``train_run`` is a short driver: a ``Trainer`` holds the live model, optimizer and data
+on the device; a ``RunState`` holds what a resumed run needs; ``RunDir`` (rundir.py)
+reads and writes the run folder's files.
 
 The data set lives on the device as normalised float tensors; each epoch indexes
 batches from a seeded permutation (the last partial batch is dropped). Running sums
@@ -17,13 +13,11 @@ epoch, when the epoch's figures are logged.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -33,19 +27,18 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import Tensor, nn
 
 from .data import Splits
 from .models import build_model, count_parameters, model_entry
+from .rundir import HISTORY_COLUMNS, RunDir, RunState
 from .system import cpu_model, tune_cpu_allocator
 
 __all__ = ["train_run", "train_epoch", "resolve_device", "set_threads", "normalize", "evaluate",
-           "make_optimizer", "RunError", "HISTORY_COLUMNS"]
+           "make_optimizer", "Trainer", "RunError", "HISTORY_COLUMNS"]
 
 log = logging.getLogger("cifarlab.train")
 
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
 EVAL_BATCH = 1000
 
 
@@ -82,6 +75,7 @@ def normalize(images: Tensor, device: torch.device) -> Tensor:
 
 
 def make_optimizer(spec: dict, params: Any, device: torch.device) -> torch.optim.Optimizer:
+    """The spec's optimizer (adam, adamw, sgd) over ``params``, fused where torch allows."""
     name, lr, wd = spec["optimizer"], spec["lr"], spec["weight_decay"]
     classes = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
     if name not in classes:
@@ -147,30 +141,8 @@ def _autocast(device: torch.device, precision: str):
     return nullcontext()
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda p: p.write_text(text))
-
-
-def _write_history(path: Path, history: list[dict]) -> None:
-    lines = [",".join(HISTORY_COLUMNS)]
-    for row in history:
-        lines.append(",".join(str(row[c]) for c in HISTORY_COLUMNS))
-    _write_text(path, "\n".join(lines) + "\n")
-
-
 def git_commit() -> str:
+    """The checkout's commit (12 hex digits), $CIFARLAB_COMMIT, or 'unknown'."""
     if os.environ.get("CIFARLAB_COMMIT"):
         return os.environ["CIFARLAB_COMMIT"]
     try:
@@ -179,20 +151,6 @@ def git_commit() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def _rng_state(perm_gen: torch.Generator, device: torch.device) -> dict:
-    state = {"torch": torch.get_rng_state(), "perm": perm_gen.get_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict, perm_gen: torch.Generator, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    perm_gen.set_state(state["perm"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def _check_data(spec: dict, data: Splits) -> None:
@@ -206,8 +164,131 @@ def _check_data(spec: dict, data: Splits) -> None:
                 "(`cifarlab prepare`) or fix data.md5 in the config")
 
 
-def _load_spec(path: Path) -> dict | None:
-    return yaml.safe_load(path.read_text()) if path.exists() else None
+class Trainer:
+    """The live parts of one run on its device: model, optimizer, data tensors, generators.
+
+    Built in a fixed order (global seed, permutation generator, model, optimizer) so that a
+    run is reproducible and a resumed run continues the same random streams.
+    """
+
+    def __init__(self, spec: dict, data: Splits, *, device: str = "auto",
+                 threads: int | None = None, channels_last: bool = False) -> None:
+        self.spec, self.data = spec, data
+        self.device = dev = resolve_device(device)
+        set_threads(threads)
+        tune_cpu_allocator()  # reuse freed activation buffers: ~7-14% faster CNN steps on a CPU
+        torch.manual_seed(spec["seed"])
+        self.perm_gen = torch.Generator().manual_seed(spec["seed"])
+        self.precision = spec.get("precision", "fp32")
+        model = build_model(spec["model"], **spec["arch"]).to(dev)
+        self.channels_last = (channels_last and dev.type == "cuda"
+                              and model_entry(spec["model"]).channels_last)
+        self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
+        self.optimizer = make_optimizer(spec, self.model.parameters(), dev)
+        self.x_train, self.y_train = self._images(data.train.images), data.train.labels.to(dev)
+        self.x_val, self.y_val = self._images(data.val.images), data.val.labels.to(dev)
+        self.n, self.batch_size = len(self.x_train), spec["batch_size"]
+        if self.batch_size > self.n:
+            raise RunError(f"batch size {self.batch_size} is larger than the training split "
+                           f"({self.n} images); lower batch_size or enlarge the split")
+        self.steps = self.n // self.batch_size
+
+    def _images(self, images: Tensor) -> Tensor:
+        x = normalize(images, self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def restore(self, state: RunState) -> None:
+        """Continue from a checkpoint: weights, optimizer moments and random streams."""
+        self.model.load_state_dict(state.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        torch.set_rng_state(state.rng["torch"])
+        self.perm_gen.set_state(state.rng["perm"])
+        if self.device.type == "cuda" and "cuda" in state.rng:
+            torch.cuda.set_rng_state(state.rng["cuda"], self.device)
+
+    def snapshot(self, state: RunState) -> RunState:
+        """``state`` with the live weights, optimizer and random streams filled in."""
+        state.model, state.optimizer = self.model.state_dict(), self.optimizer.state_dict()
+        state.rng = {"torch": torch.get_rng_state(), "perm": self.perm_gen.get_state()}
+        if self.device.type == "cuda":
+            state.rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def epoch(self, epoch: int, show_bar: bool) -> tuple[dict, float]:
+        """Train one epoch and validate; returns (history row, seconds of training).
+
+        A non-finite training loss skips validation: the row's losses are then NaN/inf.
+        """
+        t0 = time.perf_counter()
+        self.model.train()
+        perm = torch.randperm(self.n, generator=self.perm_gen).to(self.device)
+        bar = _bar(self.steps, f"epoch {epoch}/{self.spec['epochs']}", show_bar)
+        loss_sum, correct = train_epoch(self.model, self.optimizer, self.x_train, self.y_train,
+                                        perm, self.batch_size, self.precision,
+                                        on_step=bar.update if bar else None)
+        if bar is not None:
+            bar.close()
+        row = {"epoch": epoch, "train_loss": loss_sum.item() / self.steps,
+               "train_acc": correct.item() / (self.steps * self.batch_size)}
+        t_train = time.perf_counter() - t0
+        if math.isfinite(row["train_loss"]):
+            row["val_loss"], row["val_acc"] = evaluate(self.model, self.x_val, self.y_val,
+                                                       self.precision)
+        row["seconds"] = time.perf_counter() - t0
+        return row, t_train
+
+    def final_metrics(self, state: RunState, diverged_epoch: int | None) -> dict:
+        """metrics.json's content: the best epoch's figures, its test accuracy, provenance."""
+        history, best, dev = state.history, state.best, self.device
+        metrics: dict[str, Any] = {
+            "best_epoch": None, "train_acc": None, "train_loss": None, "val_acc": None,
+            "val_loss": None, "test_acc": None, "test_loss": None,
+            "best_train_acc": max((r["train_acc"] for r in history), default=None),
+            "best_val_acc": max((r["val_acc"] for r in history), default=None),
+        }
+        if best["state"] is not None:
+            self.model.load_state_dict(best["state"])
+            test_loss, test_acc = evaluate(self.model, self._images(self.data.test.images),
+                                           self.data.test.labels.to(dev), self.precision)
+            row = history[best["epoch"] - 1]
+            metrics.update(best_epoch=best["epoch"], train_acc=row["train_acc"],
+                           train_loss=row["train_loss"], val_acc=row["val_acc"],
+                           val_loss=row["val_loss"], test_acc=test_acc, test_loss=test_loss)
+        images = self.steps * self.batch_size * len(history)
+        metrics.update({
+            "epochs_completed": len(history),
+            "diverged": diverged_epoch is not None,
+            "diverged_epoch": diverged_epoch,
+            "n_params": count_parameters(self.model),
+            "n_train": len(self.data.train.labels), "n_val": len(self.data.val.labels),
+            "n_test": len(self.data.test.labels),
+            "seconds": round(state.seconds, 3),
+            "images_per_second": round(images / state.train_seconds, 1)
+            if state.train_seconds > 0 else None,
+            "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+            "threads": torch.get_num_threads(),
+            "cpu": cpu_model(),
+            "torch": torch.__version__,
+            "git_commit": git_commit(),
+            "data_checksum": self.data.checksum,
+            "precision": self.precision,
+        })
+        return metrics
+
+
+def _claim(run: RunDir, spec: dict, force: bool) -> dict | None:
+    """Make ``run`` hold ``spec``; returns the metrics when it is already complete."""
+    old_spec = run.read_spec()
+    if old_spec is not None and old_spec != spec and not force:
+        raise RunError(f"{run.path} holds a run with a different spec; choose another folder "
+                       "or pass --force to discard it")
+    if force:
+        run.clear()
+    elif run.is_complete:
+        log.info("run %s is complete; not training it again (--force retrains)", run.name)
+        return run.read_metrics()
+    run.write_spec(spec)
+    return None
 
 
 def train_run(
@@ -227,121 +308,66 @@ def train_run(
     ``stop_after`` ends this call after that many epochs in total have completed,
     leaving a resumable checkpoint (used to test interruption); it returns None then.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {k: out / f for k, f in (("spec", "spec.yaml"), ("history", "history.csv"),
-                                     ("metrics", "metrics.json"), ("best", "best.pt"),
-                                     ("ckpt", "checkpoint.pt"))}
-    old_spec = _load_spec(paths["spec"])
-    if old_spec is not None and old_spec != spec and not force:
-        raise RunError(f"{out} holds a run with a different spec; choose another folder or "
-                       "pass --force to discard it")
-    if force:
-        for p in paths.values():
-            p.unlink(missing_ok=True)
-    elif paths["metrics"].exists():
-        log.info("run %s is complete; not training it again (--force retrains)", out.name)
-        return json.loads(paths["metrics"].read_text())
-    _write_text(paths["spec"], yaml.safe_dump(spec, sort_keys=False))
+    run = RunDir(out_dir)
+    done = _claim(run, spec, force)
+    if done is not None:
+        return done
     _check_data(spec, data)
-
-    dev = resolve_device(device)
-    set_threads(threads)
-    tune_cpu_allocator()  # reuse freed activation buffers: ~7-14% faster CNN steps on a CPU
-    torch.manual_seed(spec["seed"])
-    perm_gen = torch.Generator().manual_seed(spec["seed"])
-    precision = spec.get("precision", "fp32")
-
-    model = build_model(spec["model"], **spec["arch"]).to(dev)
-    use_cl = channels_last and dev.type == "cuda" and model_entry(spec["model"]).channels_last
-    if use_cl:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(spec, model.parameters(), dev)
-
-    x_train, y_train = normalize(data.train.images, dev), data.train.labels.to(dev)
-    x_val, y_val = normalize(data.val.images, dev), data.val.labels.to(dev)
-    if use_cl:
-        x_train = x_train.contiguous(memory_format=torch.channels_last)
-        x_val = x_val.contiguous(memory_format=torch.channels_last)
-    n, bs, epochs = len(x_train), spec["batch_size"], spec["epochs"]
-    if bs > n:
-        raise RunError(f"batch size {bs} is larger than the training split ({n} images); "
-                       "lower batch_size or enlarge the split")
-    steps = n // bs
-
-    history: list[dict] = []
-    best = {"epoch": 0, "val_acc": -1.0, "state": None}
-    seconds = 0.0
-    train_seconds = 0.0
-    started = datetime.now(UTC).isoformat(timespec="seconds")
-    diverged_epoch = None
-    if paths["ckpt"].exists():
-        ckpt = torch.load(paths["ckpt"], map_location=dev, weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        history, best = ckpt["history"], ckpt["best"]
-        seconds, train_seconds = ckpt["seconds"], ckpt["train_seconds"]
-        started = ckpt.get("started", started)
-        _set_rng_state(ckpt["rng"], perm_gen, dev)
-        log.info("resuming %s after epoch %d of %d", out.name, len(history), epochs)
-        del ckpt
+    t = Trainer(spec, data, device=device, threads=threads, channels_last=channels_last)
+    state = run.load_state(map_location=t.device)
+    if state is None:
+        state = RunState(started=datetime.now(UTC).isoformat(timespec="seconds"))
+    else:
+        t.restore(state)
+        log.info("resuming %s after epoch %d of %d", run.name, state.epochs_done,
+                 spec["epochs"])
 
     show_bar = sys.stderr.isatty() if progress is None else progress
     log.info("training %s on %s (%d threads): %d params, %d train / %d val images, "
-             "%d epochs of %d steps", out.name, dev, torch.get_num_threads(),
-             count_parameters(model), n, len(x_val), epochs, steps)
-    for epoch in range(len(history) + 1, epochs + 1):
-        t0 = time.perf_counter()
-        model.train()
-        perm = torch.randperm(n, generator=perm_gen).to(dev)
-        bar = _bar(steps, f"epoch {epoch}/{epochs}", show_bar)
-        loss_sum, correct = train_epoch(model, optimizer, x_train, y_train, perm, bs,
-                                        precision, on_step=bar.update if bar else None)
-        if bar is not None:
-            bar.close()
-        train_loss = loss_sum.item() / steps
-        train_acc = correct.item() / (steps * bs)
-        t_train = time.perf_counter() - t0
-        if not math.isfinite(train_loss):
+             "%d epochs of %d steps", run.name, t.device, torch.get_num_threads(),
+             count_parameters(t.model), t.n, len(t.x_val), spec["epochs"], t.steps)
+    diverged_epoch = None
+    for epoch in range(state.epochs_done + 1, spec["epochs"] + 1):
+        row, t_train = t.epoch(epoch, show_bar)
+        if "val_acc" not in row:
             diverged_epoch = epoch
+            state.seconds += row["seconds"]
             log.warning("run %s diverged in epoch %d (train loss %s); stopping it",
-                        out.name, epoch, train_loss)
-            seconds += time.perf_counter() - t0
+                        run.name, epoch, row["train_loss"])
             break
-        val_loss, val_acc = evaluate(model, x_val, y_val, precision)
-        dt = time.perf_counter() - t0
-        seconds += dt
-        train_seconds += t_train
-        history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-                        "val_loss": val_loss, "val_acc": val_acc, "seconds": round(dt, 3)})
-        if val_acc > best["val_acc"]:
-            best = {"epoch": epoch, "val_acc": val_acc,
-                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        _record(state, row, t_train, t.model)
         log.info("epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  "
-                 "(%.1fs, %.0f img/s)", epoch, epochs, train_loss, train_acc, val_loss,
-                 val_acc, dt, steps * bs / t_train)
-        ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "history": history, "best": best, "seconds": seconds,
-                "train_seconds": train_seconds, "started": started,
-                "rng": _rng_state(perm_gen, dev)}
-        _atomic_write(paths["ckpt"], lambda p, c=ckpt: torch.save(c, p))
-        _write_history(paths["history"], history)
-        if stop_after is not None and epoch >= stop_after and epoch < epochs:
+                 "(%.1fs, %.0f img/s)", epoch, spec["epochs"], row["train_loss"],
+                 row["train_acc"], row["val_loss"], row["val_acc"], row["seconds"],
+                 t.steps * t.batch_size / t_train)
+        run.save_state(t.snapshot(state))
+        run.write_history(state.history)
+        if stop_after is not None and stop_after <= epoch < spec["epochs"]:
             log.info("stopping after epoch %d as asked; rerun to resume", epoch)
             return None
 
-    _write_history(paths["history"], history)
-    metrics = _final_metrics(spec, model, data, dev, precision, history, best, seconds,
-                             train_seconds, steps * bs, diverged_epoch, use_cl)
-    metrics["started"] = started
+    run.write_history(state.history)
+    metrics = t.final_metrics(state, diverged_epoch)
+    metrics["started"] = state.started
     metrics["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-    if best["state"] is not None:
-        _atomic_write(paths["best"], lambda p: torch.save(best["state"], p))
-    else:  # diverged in the first epoch: keep the (non-finite) last weights for inspection
-        _atomic_write(paths["best"], lambda p: torch.save(model.state_dict(), p))
-    _write_text(paths["metrics"], json.dumps(metrics, indent=2) + "\n")
-    paths["ckpt"].unlink(missing_ok=True)
+    # A run that diverged in its first epoch has no best state: keep the (non-finite) last
+    # weights for inspection.
+    run.save_best(state.best["state"] if state.best["state"] is not None
+                  else t.model.state_dict())
+    run.write_metrics(metrics)
+    run.remove_checkpoint()
     return metrics
+
+
+def _record(state: RunState, row: dict, t_train: float, model: nn.Module) -> None:
+    """Add a completed epoch to ``state``; keep a copy of the weights if it is the best."""
+    dt = row["seconds"]
+    state.seconds += dt
+    state.train_seconds += t_train
+    state.history.append({**row, "seconds": round(dt, 3)})
+    if row["val_acc"] > state.best["val_acc"]:
+        state.best = {"epoch": row["epoch"], "val_acc": row["val_acc"],
+                      "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
 
 
 def _bar(total: int, desc: str, show: bool):
@@ -350,42 +376,3 @@ def _bar(total: int, desc: str, show: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, leave=False, file=sys.stderr, unit="step")
-
-
-def _final_metrics(spec, model, data, dev, precision, history, best, seconds, train_seconds,
-                   images_per_epoch, diverged_epoch, use_cl) -> dict:
-    metrics: dict[str, Any] = {
-        "best_epoch": None, "train_acc": None, "train_loss": None, "val_acc": None,
-        "val_loss": None, "test_acc": None, "test_loss": None,
-        "best_train_acc": max((r["train_acc"] for r in history), default=None),
-        "best_val_acc": max((r["val_acc"] for r in history), default=None),
-    }
-    if best["state"] is not None:
-        model.load_state_dict(best["state"])
-        x_test = normalize(data.test.images, dev)
-        if use_cl:
-            x_test = x_test.contiguous(memory_format=torch.channels_last)
-        test_loss, test_acc = evaluate(model, x_test, data.test.labels.to(dev), precision)
-        row = history[best["epoch"] - 1]
-        metrics.update(best_epoch=best["epoch"], train_acc=row["train_acc"],
-                       train_loss=row["train_loss"], val_acc=row["val_acc"],
-                       val_loss=row["val_loss"], test_acc=test_acc, test_loss=test_loss)
-    metrics.update({
-        "epochs_completed": len(history),
-        "diverged": diverged_epoch is not None,
-        "diverged_epoch": diverged_epoch,
-        "n_params": count_parameters(model),
-        "n_train": len(data.train.labels), "n_val": len(data.val.labels),
-        "n_test": len(data.test.labels),
-        "seconds": round(seconds, 3),
-        "images_per_second": round(images_per_epoch * len(history) / train_seconds, 1)
-        if train_seconds > 0 else None,
-        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
-        "threads": torch.get_num_threads(),
-        "cpu": cpu_model(),
-        "torch": torch.__version__,
-        "git_commit": git_commit(),
-        "data_checksum": data.checksum,
-        "precision": precision,
-    })
-    return metrics

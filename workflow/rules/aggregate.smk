@@ -4,8 +4,8 @@
 
 rule aggregate:
     input:
-        metrics=expand("results/runs/{run}/metrics.json", run=RUNS),
-        histories=expand("results/runs/{run}/history.csv", run=RUNS),
+        metrics=expand(RUN_FILES["metrics"], run=RUNS),
+        histories=expand(RUN_FILES["history"], run=RUNS),
     output:
         runs=report("results/tables/runs.csv", caption="../report/runs.rst", category="Tables"),
         published=report(

@@ -13,6 +13,7 @@ SRC = os.path.join(workflow.basedir, "src")
 sys.path.insert(0, SRC)
 
 from cifarlab import pipeline
+from cifarlab.rundir import RunDir
 from cifarlab.study import ConfigError, build_plan
 
 pipeline.export_job_environment(SRC)
@@ -23,6 +24,9 @@ except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
 
 RUNS = sorted(PLAN)
+# A run folder's files, by role (metrics, history, best, ...): RunDir owns their names.
+RUNS_DIR = "results/runs"
+RUN_FILES = RunDir.files(f"{RUNS_DIR}/{{run}}")
 TRAIN = config.get("train", {})
 REPORT_DIR = config.get("report_dir", "report")
 FIGURES = pipeline.figure_names(PLAN, config["experiments"])

@@ -5,8 +5,8 @@ rule figures:
     input:
         runs="results/tables/runs.csv",
         points="results/tables/points.csv",
-        histories=expand("results/runs/{run}/history.csv", run=RUNS),
-        weights=expand("results/runs/{run}/best.pt", run=RUNS),
+        histories=expand(RUN_FILES["history"], run=RUNS),
+        weights=expand(RUN_FILES["best"], run=RUNS),
     output:
         png=[
             report(f"results/figures/{name}.png", caption="../report/figure.rst", category="Figures")

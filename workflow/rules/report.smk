@@ -15,6 +15,7 @@ rule report:
     params:
         config_files=" ".join(os.path.relpath(f, workflow.basedir) for f in workflow.configfiles),
         profile=config.get("profile", ""),
+        runs=RUNS_DIR,
         report_dir=lambda w, output: os.path.dirname(output.html),
         tables=lambda w, input: os.path.dirname(input.runs_csv),
         figures=lambda w, input: os.path.dirname(input.first_figure),
@@ -25,6 +26,6 @@ rule report:
     localrule: True
     shell:
         "python -m cifarlab report --notebook {input.notebook} --executed {output.notebook} "
-        "--tables {params.tables} --figures {params.figures} --runs results/runs "
+        "--tables {params.tables} --figures {params.figures} --runs {params.runs} "
         "--out {params.report_dir} --profile {params.profile:q} "
         "--config-files {params.config_files:q} > {log} 2>&1"

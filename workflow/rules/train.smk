@@ -8,14 +8,14 @@ rule train:
         # ancient: re-preparing identical data must not retrain every run
         data=ancient("results/data/cifar10.npz"),
     output:
-        metrics="results/runs/{run}/metrics.json",
-        history="results/runs/{run}/history.csv",
-        weights="results/runs/{run}/best.pt",
+        metrics=RUN_FILES["metrics"],
+        history=RUN_FILES["history"],
+        weights=RUN_FILES["best"],
     params:
         spec=run_spec_json,
         device=TRAIN.get("device", "auto"),
         flags="--channels-last" if TRAIN.get("channels_last", False) else "",
-        out="results/runs/{run}",
+        out=f"{RUNS_DIR}/{{run}}",
     log:
         "logs/train/{run}.log",
     benchmark:

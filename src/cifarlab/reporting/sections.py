@@ -1,0 +1,426 @@
+"""The report's sections: each a function of the shared ``ReportView`` returning Markdown.
+
+Every number comes from the tables (or, for ``loss_gap``, the baselines' histories); none
+is typed here. Experiment sections are looked up in ``EXPERIMENT_SECTIONS``: an
+experiment's ``section:`` names one, else its kind's generic one (``points``/``sweep``).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+import pandas as pd
+
+from .. import published
+from ..experiments import Experiment
+from ..models import MODELS, display_name
+from ..rundir import RunDir
+from ..stats import accuracy_interval
+from .format import ci, md_table
+from .view import EXPERIMENT_SECTIONS, ReportView, experiment_section
+
+__all__ = ["header", "findings", "data_section", "hyperparameters", "curves", "accuracy",
+           "model_contrast", "experiment_sections", "loss_gap", "training_flag",
+           "figures_of_features", "reproduction", "effects_section", "runs_section",
+           "effect_sentence", "experiment_view", "smallest_worst_best"]
+
+
+# ------------------------------------------------------------------ shared pieces
+def effect_sentence(v: ReportView, key: tuple[str, str, str, str], what: str) -> str:
+    """One bullet: the effect of id ``key`` with its interval and verdict."""
+    model = key[1]
+    e = v.tables.effect(key)
+    if e is None:
+        return f"- {display_name(model)}: {what} was not measured by this configuration."
+    verdict = e["verdict"]
+    if verdict in ("better", "worse"):
+        claim = f"{what} made test accuracy **{verdict}** by {abs(e['difference']):.2f} points"
+    else:
+        claim = (f"{what} changed test accuracy by {e['difference']:+.2f} points, which is "
+                 f"**{verdict}**")
+    return f"- {display_name(model)}: {claim} ({ci(e['low'], e['high'])}, {e['interval']})."
+
+
+def experiment_view(v: ReportView, name: str) -> pd.DataFrame:
+    """An experiment's table as the report shows it: means, test interval, best epoch."""
+    t = v.tables.experiment_table(name)
+    view = pd.DataFrame({"model": t["model"].map(display_name),
+                         "point": t["label"], "seeds": t["n_seeds"]})
+    for col in ("train_acc", "val_acc", "test_acc"):
+        view[f"{col.split('_')[0]} %"] = t[f"{col}_mean"]
+    view["test 95% CI"] = [
+        "" if math.isnan(lo) else f"[{lo:.2f}, {hi:.2f}]"
+        for lo, hi in zip(t["test_acc_low"], t["test_acc_high"], strict=True)]
+    view["best epoch"] = t["best_epoch_mean"]
+    return view
+
+
+def smallest_worst_best(v: ReportView, exp: Experiment, model: str
+                        ) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """(smallest value, worst, best) rows of a numeric sweep, by mean test accuracy."""
+    t = v.tables.experiment_table(exp.name)
+    t = t[t["model"] == model]
+    return (t.loc[pd.to_numeric(t["value"]).idxmin()],
+            t.loc[t["test_acc_mean"].idxmin()], t.loc[t["test_acc_mean"].idxmax()])
+
+
+def _effect_sentences(v: ReportView, exp: Experiment) -> list[str]:
+    return [effect_sentence(v, (exp.name, r["model"], str(r["a"]), str(r["b"])),
+                            f"`{r['a']}` instead of `{r['b']}`")
+            for _, r in v.tables.effects_of(exp.name).iterrows()]
+
+
+def _distinct(runs: pd.DataFrame, column: str) -> str:
+    """Every distinct value of a provenance column of runs.csv, with its run count."""
+    if column not in runs:
+        return "not recorded"
+    counts = runs[column].fillna("not recorded").astype(str).value_counts()
+    if len(counts) == 1:
+        return f"`{counts.index[0]}`"
+    return ", ".join(f"`{val}` ({n} runs)" for val, n in sorted(counts.items()))
+
+
+# ------------------------------------------------------------------ sections
+def header(v: ReportView) -> str:
+    """Title, profile, data, the training machines (from the runs' metrics), code, time."""
+    r = v.tables.runs
+    started = pd.to_datetime(r.get("started"), errors="coerce").min() \
+        if "started" in r else None
+    finished = pd.to_datetime(r.get("finished"), errors="coerce").max() \
+        if "finished" in r else None
+    wall = (finished - started).total_seconds() / 60 if started is not None and \
+        finished is not None and not pd.isna(started) else math.nan
+    devices = ", ".join(sorted(set(map(str, r["device"]))))
+    commits = ", ".join(sorted(set(map(str, r.get("git_commit", pd.Series(["?"]))))))
+    data = r["data.source"].iloc[0]
+    checksum = r["data_checksum"].iloc[0] if "data_checksum" in r else "?"
+    lines = [
+        "# CIFAR-10 with MLPs and CNNs: hand-written BatchNorm and Dropout",
+        "",
+        f"- **Profile:** `{v.profile or 'unnamed'}` (config: `{v.config_files}`)",
+        f"- **Data source:** `{data}` (checksum `{checksum}`)",
+        f"- **Trained on:** {_distinct(r, 'cpu')}; device(s): {devices}; torch "
+        f"{_distinct(r, 'torch')}; precision {_distinct(r, 'precision')} "
+        "(from the runs' metrics)",
+        f"- **Code:** commit {commits}",
+        f"- **Time:** {len(r)} runs; summed training time {r['seconds'].sum() / 60:.1f} min; "
+        f"wall time from the first run's start to the last run's end "
+        f"{wall:.1f} min",
+        f"- **Rendered:** {datetime.now().astimezone().isoformat(timespec='seconds')}",
+        "",
+        "Every number and figure below was computed from this run's tables "
+        "(`results/tables/`) by the report notebook; none was typed by hand.",
+    ]
+    if v.profile != "full":
+        lines += ["", f"> This is the **{v.profile}** profile, a scaled-down study "
+                  "(fewer images, epochs and/or narrower networks; see the settings below). "
+                  "Its comparison with the published numbers compares a quick CPU profile "
+                  "with a 100-epoch GPU run: agreement in direction is what to look for, "
+                  "not equal numbers."]
+    return "\n".join(lines)
+
+
+def data_section(v: ReportView) -> str:
+    """The split, the inputs and how much test-set noise one accuracy carries."""
+    runs = v.tables.runs
+    r = runs.iloc[0]
+    n_test = int(r["n_test"])
+    accs = runs["test_acc"] / 100
+    se = [math.sqrt(a * (1 - a) / n_test) * 100 for a in (accs.min(), accs.max())]
+    n_seeds = v.tables.n_seeds
+    return "\n".join([
+        "## Data and split",
+        "",
+        f"Training on {int(r['n_train']):,} images, model selection on {int(r['n_val']):,} "
+        f"validation images (the checkpoint with the best validation accuracy is kept), "
+        f"and the test accuracy of that checkpoint on {n_test:,} test images, which are "
+        f"used for nothing else. Split method: `{r.get('data.method', 'not recorded')}` "
+        f"(seed {r.get('data.seed', 'not recorded')}). Inputs are scaled as (x - 128) / 255; "
+        "no augmentation.",
+        "",
+        f"With {n_test:,} test images the binomial standard error of one accuracy is "
+        f"{se[0]:.2f}–{se[1]:.2f} points over the accuracies seen here "
+        f"({accs.min() * 100:.1f}–{accs.max() * 100:.1f}%), so differences of about "
+        f"{2 * max(se):.1f} points or less between single runs are within test-set noise. "
+        f"Seeds per grid point: {n_seeds}"
+        + (" (intervals over seeds use Student's t)." if n_seeds > 1 else
+           " (with one seed, intervals are binomial and cover test-set sampling only)."),
+    ])
+
+
+def hyperparameters(v: ReportView) -> str:
+    """Each baseline's architecture and training settings, from its spec."""
+    rows = []
+    for m in v.tables.models:
+        b = v.tables.baseline(m).iloc[0]
+        spec = v.tables.spec(b["run_id"])
+        arch = ", ".join(f"{k}={val}" for k, val in spec["arch"].items())
+        rows.append({"model": display_name(m), "architecture": arch,
+                     "optimizer": spec["optimizer"],
+                     "lr": spec["lr"], "weight decay": spec["weight_decay"],
+                     "batch": spec["batch_size"], "epochs": spec["epochs"],
+                     "parameters": f"{int(b['n_params']):,}"})
+    note = ("The study does not name the MLP's optimizer; cifarlab uses AdamW for both "
+            "models. A measurement made for this project on the shared JPEG copy of "
+            "CIFAR-10 (not part of this run) found AdamW within about half a point of the "
+            "published MLP numbers, while Adam with L2 weight decay 1e-3 underfits "
+            "(about 43% train and 48% test accuracy).")
+    return "## Hyperparameters of the baselines\n\n" + md_table(pd.DataFrame(rows), ".0e") \
+        + "\n\n" + note
+
+
+def curves(v: ReportView) -> str:
+    """The baselines' loss and accuracy curves."""
+    out = ["## Training curves of the baselines", ""]
+    for m in v.tables.models:
+        out.append(v.figure(f"curves_{m}", f"{display_name(m)}: loss and accuracy, training "
+                            "(dashed) and validation (solid)"))
+    return "\n".join(out)
+
+
+def accuracy(v: ReportView) -> str:
+    """The baselines' accuracies with intervals, beside the published ones."""
+    rows = []
+    for m in v.tables.models:
+        b = v.tables.baseline(m)
+        row = {"model": display_name(m), "seeds": len(b), "best epoch": b["best_epoch"].mean()}
+        for col, name in (("train_acc", "train %"), ("val_acc", "val %"),
+                          ("test_acc", "test %")):
+            iv = accuracy_interval(list(b[col] / 100), int(b["n_test"].iloc[0])
+                                   if col == "test_acc" else 0)
+            row[name] = iv.mean * 100
+            row[f"{name.split()[0]} 95% CI"] = (
+                "" if math.isnan(iv.low) else f"[{iv.low * 100:.2f}, {iv.high * 100:.2f}]")
+        p = MODELS[m].published if m in MODELS else None
+        row["published train / val / test %"] = (
+            f"{p['train_acc']:.2f} / {p['val_acc']:.2f} / {p['test_acc']:.2f}" if p
+            else "none (the study has no numbers for this model)")
+        rows.append(row)
+    return ("## Accuracy of the best-validation checkpoint\n\nTrain accuracy is the "
+            "training-mode accuracy averaged over the best epoch's batches, as the study "
+            "reports it. Intervals: Student t over seeds (with one seed, binomial for the "
+            "test accuracy only).\n\n" + md_table(pd.DataFrame(rows)))
+
+
+def model_contrast(v: ReportView) -> str:
+    """Each between-model effect an experiment defines (e.g. CNN - MLP at `full`)."""
+    out = []
+    for _, e in v.tables.contrasts().iterrows():
+        a_model, b_model = str(e["a_model"]), str(e["b_model"])
+        pa, pb = (int(v.tables.baseline(m)["n_params"].iloc[0]) for m in (a_model, b_model))
+        na, nb = display_name(a_model), display_name(b_model)
+        ratio = max(pa, pb) / min(pa, pb)
+        size = ("The models have similar sizes" if ratio < 1.25 else
+                f"The {na if pa > pb else nb} is {ratio:.1f} times larger")
+        out += [f"## {na} vs {nb}", "",
+                f"{size}: the {na} has {pa:,} trainable parameters and the {nb} {pb:,} "
+                "(counted from the built models).", ""]
+        why = _contrast_reason(a_model, b_model)
+        if why:
+            out += [why, ""]
+        out.append(f"Measured: {na} minus {nb} test accuracy at `{e['a']}` = "
+                   f"{e['difference']:+.2f} points ({ci(e['low'], e['high'])}): "
+                   f"**{e['verdict']}**.")
+    return "\n".join(out)
+
+
+def _contrast_reason(a_model: str, b_model: str) -> str:
+    """What the models' registry entries say about why one may beat the other."""
+    notes = [MODELS[m].inductive_bias for m in (a_model, b_model)
+             if m in MODELS and MODELS[m].inductive_bias]
+    return " ".join(notes)
+
+
+@experiment_section("points")
+def points_section(v: ReportView, exp: Experiment) -> str:
+    """Generic section of a named-points experiment: its effects, figures and table."""
+    out = [f"## Experiment `{exp.name}` (named points)", "",
+           f"Points: {', '.join(f'`{p}`' for p in exp.labels)}. Legends give (best train, "
+           "best val, test at best val) accuracy in %.", ""]
+    out += _effect_sentences(v, exp)
+    out.append("")
+    out += [v.figure(f"{exp.name}_{m}", f"{display_name(m)}: {exp.name}")
+            for m in v.tables.models_of(exp.name)]
+    out.append(md_table(experiment_view(v, exp.name)))
+    return "\n".join(out)
+
+
+@experiment_section("sweep")
+def sweep_section(v: ReportView, exp: Experiment) -> str:
+    """Generic section of a sweep: best value on validation, effects, figures, table."""
+    t = v.tables.experiment_table(exp.name)
+    ref = ("the value with the best mean validation accuracy" if exp.reference == "best"
+           else f"{exp.axis} = {exp.reference}")
+    out = [f"## Sweep `{exp.name}` over {exp.axis}", "",
+           f"Values: {', '.join(exp.labels)}; each is compared with {ref}.", ""]
+    models = v.tables.models_of(exp.name)
+    for m in models:
+        tm = t[t["model"] == m]
+        best = tm.loc[tm["val_acc_mean"].idxmax()]
+        out.append(f"- {display_name(m)}: validation accuracy peaks at {exp.axis} = "
+                   f"{best['label']} ({best['val_acc_mean']:.2f}%; test "
+                   f"{best['test_acc_mean']:.2f}%).")
+    out += _effect_sentences(v, exp)
+    out.append("")
+    out += [v.figure(f"{exp.name}_{m}", f"{display_name(m)}: accuracy curves per "
+                     f"{exp.axis}") for m in models]
+    out.append(v.figure(f"{exp.name}_summary", f"Accuracy at the best-validation epoch "
+                        f"against {exp.axis}"))
+    out.append(md_table(experiment_view(v, exp.name)))
+    return "\n".join(out)
+
+
+def experiment_sections(v: ReportView) -> str:
+    """One section per experiment that ran, in config order: the one its ``section``
+    names, else its kind's generic section."""
+    out = []
+    for name, exp in v.tables.experiments.items():
+        if name not in v.tables.experiment_tables:
+            continue
+        section = exp.section or exp.kind
+        if section not in EXPERIMENT_SECTIONS:
+            raise ValueError(f"experiment {name!r} asks for report section {section!r}; "
+                             f"valid: {', '.join(EXPERIMENT_SECTIONS)}")
+        out.append(EXPERIMENT_SECTIONS[section](v, exp))
+    return "\n\n".join(out)
+
+
+def loss_gap(v: ReportView) -> str:
+    """Why training and validation loss differ, with the baselines' own curves."""
+    out = ["## Why training and validation loss differ", ""]
+    for m in v.tables.models:
+        rid = v.tables.baseline(m)["run_id"].iloc[0]
+        h = RunDir(v.runs_dir / rid).read_history() if v.runs_dir else None
+        if h is None or h.empty:
+            continue
+        first, last = h.iloc[0], h.iloc[-1]
+        vmin = h.loc[h["val_loss"].idxmin()]
+        vbest = h.loc[h["val_acc"].idxmax()]
+        out.append(
+            f"- {display_name(m)}: after epoch 1 the training loss is "
+            f"{first['train_loss']:.3f} "
+            f"and the validation loss {first['val_loss']:.3f}; after the last epoch "
+            f"({int(last['epoch'])}) they are {last['train_loss']:.3f} and "
+            f"{last['val_loss']:.3f}. Validation loss is lowest at epoch "
+            f"{int(vmin['epoch'])} ({vmin['val_loss']:.3f}) while validation accuracy peaks "
+            f"at epoch {int(vbest['epoch'])}.")
+    out += ["",
+            "Two things separate the curves. The training loss of an epoch is an average "
+            "over the epoch's batches while the weights are still changing, and it is "
+            "measured in training mode, with Dropout removing units and BatchNorm using "
+            "batch statistics; the validation loss is measured once, after the epoch, in "
+            "eval mode with every unit present. Early on this makes the training loss the "
+            "higher one. Later the model fits details of the training images that do not "
+            "carry over, so the training loss keeps falling while the validation loss "
+            "levels off or rises: the sign to stop earlier, regularise more (higher dropout "
+            "or weight decay), or keep the best-validation checkpoint as this pipeline does. "
+            "When both losses stay close and high (large dropout rates), the model "
+            "underfits and less regularisation is the remedy."]
+    return "\n".join(out)
+
+
+def figures_of_features(v: ReportView) -> str:
+    """The first-layer weight figures of the models that register a first layer."""
+    out = ["## What the first layers learn", ""]
+    for m in v.tables.models:
+        if m in MODELS and MODELS[m].first_layer is not None:
+            out.append(v.figure(f"first_layer_{m}", f"{display_name(m)} first-layer "
+                                "weights (with and without Dropout where the grid has "
+                                "both)"))
+    return "\n".join(out)
+
+
+def findings(v: ReportView) -> str:
+    """The study's findings, each with its numbers and a verdict from the intervals."""
+    rows = []
+    for finding, key, expect in published.FINDINGS:
+        e = v.tables.effect(key)
+        if e is None:
+            continue
+        got = e["verdict"]
+        rows.append({"finding (study)": finding, "measured (points)": e["difference"],
+                     "95% CI": ci(e["low"], e["high"]), "verdict": got,
+                     "status": "reproduced" if got == expect else "not reproduced"})
+    for name in published.SMALLEST_IS_WORST:
+        exp = v.tables.experiments.get(name)
+        if exp is None or name not in v.tables.experiment_tables:
+            continue
+        eff = v.tables.effects_of(name)
+        for m in v.tables.models_of(name):
+            smallest, worst, _best = smallest_worst_best(v, exp, m)
+            row = eff[(eff["model"] == m) & (eff["a"].astype(str) == str(smallest["label"]))]
+            if row.empty:
+                continue
+            r = row.iloc[0]
+            rows.append({"finding (study)": f"{exp.axis} {smallest['label']} is the worst "
+                         f"({display_name(m)})", "measured (points)": r["difference"],
+                         "95% CI": ci(r["low"], r["high"]) + f" vs {r['b']}",
+                         "verdict": r["verdict"],
+                         "status": "reproduced" if worst["label"] == smallest["label"]
+                         and r["verdict"] == "worse" else "not reproduced"})
+    if not rows:
+        return ""
+    df = pd.DataFrame(rows)
+    n_ok = int((df["status"] == "reproduced").sum())
+    return ("## Findings: which of the study's claims this run reproduces\n\n"
+            f"{n_ok} of {len(df)} findings reproduced. A finding counts as reproduced only "
+            "when the 95% interval of the effect excludes zero in the study's direction; "
+            "an interval that includes zero is reported as no detectable difference, "
+            "never as an effect.\n\n" + md_table(df))
+
+
+def reproduction(v: ReportView) -> str:
+    """published.csv: the published numbers beside the reproduced intervals."""
+    pub = v.tables.published
+    if pub.empty:
+        return ""
+    view = pub[["quantity", "model", "published", "reproduced", "low", "high",
+                "difference", "verdict", "interval"]]
+    return ("## Comparison with the published numbers\n\n"
+            f"Published: {published.SOURCE}. Reproduced: profile `{v.profile}`. "
+            "'reproduced' means the published value lies in the reproduced 95% interval; "
+            "'higher'/'lower' say where the reproduction lies.\n\n" + md_table(view))
+
+
+def effects_section(v: ReportView) -> str:
+    """Every paired effect of effects.csv."""
+    effects = v.tables.effects
+    if effects.empty:
+        return ""
+    view = effects[["effect", "model", "a", "b", "n_seeds", "difference", "low", "high",
+                    "interval", "verdict"]]
+    return "## All paired effects (test accuracy, points)\n\n" + md_table(view)
+
+
+def runs_section(v: ReportView) -> str:
+    """One row per run."""
+    cols = ["run_id", "experiments", "n_params", "best_epoch", "train_acc", "val_acc",
+            "test_acc", "seconds", "diverged"]
+    return "## Every run\n\n" + md_table(v.tables.runs[cols])
+
+
+def training_flag(v: ReportView) -> str:
+    """Demonstrates .train() vs .eval() on the hand-written layers (computed now)."""
+    from ..layers import demonstrate_training_flag
+
+    d = demonstrate_training_flag()
+    return "\n".join([
+        "## What `self.training` changes",
+        "",
+        "`model.train()` and `model.eval()` set `self.training` on every submodule; only "
+        "BatchNorm and Dropout read it. Computed now on cifarlab's hand-written layers:",
+        "",
+        f"- BatchNorm1d in training mode normalises with the batch's own statistics: on a "
+        f"batch with mean about 2 and sd about 3, the output has mean "
+        f"{d['bn_train_mean']:+.3f} and sd {d['bn_train_std']:.3f}, and the running "
+        f"estimates move towards the data (running mean {d['running_mean']:.2f}, running "
+        f"variance {d['running_var']:.2f} after 21 batches).",
+        f"- In eval mode it uses those running estimates only, so a batch of 8 is mapped "
+        f"sample by sample (output mean {d['bn_eval_mean']:+.3f}), independent of the "
+        "rest of the batch.",
+        f"- Dropout(p=0.5) in training mode zeroes {d['dropout_zero_fraction']:.1%} of "
+        f"10,000 ones and scales the survivors to {d['dropout_scale']:.1f}, keeping the "
+        f"mean at {d['dropout_train_mean']:.3f}; in eval mode it returns the input "
+        f"unchanged (mean {d['dropout_eval_mean']:.3f}).",
+    ])

@@ -1,0 +1,132 @@
+"""A read-only view of the study's tables, shared by the figures and the report.
+
+``StudyTables.load(results/tables)`` reads every table ``aggregate`` wrote once. The
+figures and every report section take their numbers from it through the same lookups
+(``baseline``, ``effect``, ``point_runs``, ``experiment_table``), so the two never
+disagree on which run is a model's baseline or which rows make an effect. Nothing that
+holds a ``StudyTables`` modifies it: the lookups return filtered copies.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+import pandas as pd
+
+from .experiments import Experiment, experiments_from_config
+from .models import model_order
+
+__all__ = ["StudyTables", "find_effect", "read_optional"]
+
+
+def read_optional(path: Path) -> pd.DataFrame:
+    """A table that may legitimately be empty (e.g. no experiment defines an effect)."""
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
+def find_effect(effects: pd.DataFrame, key: tuple[str, str, str, str]) -> pd.Series | None:
+    """The effects row of id (experiment, model, a, b), or None when it was not measured."""
+    if effects.empty:
+        return None
+    exp, model, a, b = key
+    m = effects[(effects["experiment"] == exp) & (effects["model"] == model)
+                & (effects["a"].astype(str) == a) & (effects["b"].astype(str) == b)]
+    return None if m.empty else m.iloc[0]
+
+
+@dataclass(frozen=True)
+class StudyTables:
+    """Every table of one aggregation (see aggregate.py for their columns)."""
+
+    root: Path
+    runs: pd.DataFrame
+    points: pd.DataFrame
+    effects: pd.DataFrame
+    published: pd.DataFrame
+    plan: Mapping[str, dict]
+    experiment_tables: Mapping[str, pd.DataFrame]
+    experiments_config: Mapping[str, dict]
+    experiments: Mapping[str, Experiment]
+
+    @classmethod
+    def load(cls, root: str | Path) -> StudyTables:
+        """Read the tables in ``root`` (results/tables)."""
+        root = Path(root)
+        config = json.loads((root / "experiments.json").read_text())
+        experiment_tables = {
+            p.stem.removeprefix("experiment_"): pd.read_csv(p, dtype={"label": str})
+            for p in sorted(root.glob("experiment_*.csv"))}
+        return cls(
+            root=root,
+            runs=pd.read_csv(root / "runs.csv"),
+            points=pd.read_csv(root / "points.csv", dtype={"label": str}),
+            effects=read_optional(root / "effects.csv"),
+            published=read_optional(root / "published.csv"),
+            plan=MappingProxyType(json.loads((root / "plan.json").read_text())),
+            experiment_tables=MappingProxyType(experiment_tables),
+            experiments_config=MappingProxyType(config),
+            experiments=MappingProxyType(experiments_from_config(config)),
+        )
+
+    @property
+    def models(self) -> list[str]:
+        """The runs' models in the registry's order."""
+        return model_order(self.runs["model"])
+
+    @property
+    def n_seeds(self) -> int:
+        """Number of distinct seeds over all runs."""
+        return int(self.runs["seed"].nunique())
+
+    def spec(self, run_id: str) -> dict:
+        """The canonical spec of a run of the plan."""
+        return self.plan[run_id]["spec"]
+
+    def baseline(self, model: str) -> pd.DataFrame:
+        """The model's baseline runs (one per seed); when no experiment holds the baseline,
+        the model's best run by validation accuracy."""
+        r = self.runs
+        b = r[(r["model"] == model) & r["baseline"]]
+        return b if not b.empty else r[r["model"] == model].nlargest(1, "val_acc")
+
+    def effect(self, key: tuple[str, str, str, str]) -> pd.Series | None:
+        """The effect of id (experiment, model, a, b), or None when not measured."""
+        return find_effect(self.effects, key)
+
+    def effects_of(self, experiment: str, contrasts: bool = False) -> pd.DataFrame:
+        """An experiment's within-model effects (or its between-model ones)."""
+        e = self.effects
+        if e.empty:
+            return e
+        between = e["a_model"].astype(str) != e["b_model"].astype(str)
+        return e[(e["experiment"] == experiment) & (between if contrasts else ~between)]
+
+    def contrasts(self) -> pd.DataFrame:
+        """Every between-model effect (a_model differs from b_model)."""
+        e = self.effects
+        if e.empty:
+            return e
+        return e[e["a_model"].astype(str) != e["b_model"].astype(str)]
+
+    def experiment_table(self, name: str) -> pd.DataFrame:
+        """experiment_<name>.csv: one row per (model, point) with intervals."""
+        return self.experiment_tables[name]
+
+    def models_of(self, name: str) -> list[str]:
+        """The models that ran in experiment ``name`` (none when it did not run)."""
+        t = self.experiment_tables.get(name)
+        return [] if t is None else model_order(t["model"])
+
+    def point_runs(self, experiment: str, model: str) -> list[tuple[str, list[str], dict]]:
+        """(label, run ids over seeds, first row) for each point, in config order."""
+        p = self.points
+        sub = p[(p["experiment"] == experiment) & (p["model"] == model)]
+        return [(label, list(g["run_id"]), g.iloc[0].to_dict())
+                for label, g in sub.sort_values("point_index").groupby("label", sort=False)]

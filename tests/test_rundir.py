@@ -1,0 +1,151 @@
+"""RunDir owns a run folder: round trips, clear errors on damaged files, sole owner of names."""
+
+import ast
+import errno
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from cifarlab.models import build_model
+from cifarlab.rundir import FILES, HISTORY_COLUMNS, RunDir, RunFileError, RunState
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _history(n: int) -> list[dict]:
+    return [{"epoch": e, "train_loss": 2.0 / e, "train_acc": 0.1 * e, "val_loss": 1.0 / 3 * e,
+             "val_acc": 0.05 * e, "seconds": 1.25} for e in range(1, n + 1)]
+
+
+def test_files_roundtrip(tmp_path):
+    run = RunDir(tmp_path / "r")
+    spec = {"model": "mlp", "arch": {"hidden": 8}, "lr": 1e-3, "zeta": 1}
+    run.write_spec(spec)
+    assert run.read_spec() == spec
+    assert list(run.read_spec()) == list(spec)  # key order kept
+    run.write_history(_history(3))
+    h = run.read_history()
+    assert tuple(h.columns) == HISTORY_COLUMNS and len(h) == 3
+    # Floats round-trip exactly (resume compares histories bit for bit).
+    assert list(h["val_loss"]) == [r["val_loss"] for r in _history(3)]
+    assert not run.is_complete
+    run.write_metrics({"test_acc": 0.5})
+    assert run.is_complete and run.read_metrics() == {"test_acc": 0.5}
+    model = build_model("mlp", hidden=8)
+    run.save_best(model.state_dict())
+    loaded = run.load_model()
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k], v, rtol=0, atol=0)
+    run.clear()
+    assert not any((run.path / name).exists() for name in FILES.values())
+
+
+def test_history_of_a_run_without_epochs_is_empty(tmp_path):
+    run = RunDir(tmp_path / "r")
+    run.write_history([])
+    h = run.read_history()
+    assert h.empty and tuple(h.columns) == HISTORY_COLUMNS
+
+
+def test_state_roundtrip_and_missing_checkpoint(tmp_path):
+    run = RunDir(tmp_path / "r")
+    assert run.load_state() is None
+    state = RunState(model={"w": torch.ones(2)}, optimizer={"state": {}, "param_groups": []},
+                     history=_history(2), seconds=3.5, train_seconds=3.0, started="t0",
+                     rng={"torch": torch.get_rng_state()})
+    state.best = {"epoch": 2, "val_acc": 0.1, "state": {"w": torch.ones(2)}}
+    run.save_state(state)
+    back = run.load_state()
+    assert back.epochs_done == 2 and back.seconds == 3.5 and back.started == "t0"
+    assert torch.equal(back.model["w"], torch.ones(2)) and back.best["epoch"] == 2
+    run.remove_checkpoint()
+    assert run.load_state() is None
+
+
+def test_truncated_best_names_file_and_fix(tmp_path):
+    run = RunDir(tmp_path / "r")
+    run.save_best(build_model("mlp", hidden=8).state_dict())
+    data = run.best_path.read_bytes()
+    run.best_path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(RunFileError, match=r"best\.pt is truncated or corrupt.*delete the run"):
+        run.load_best()
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/cifarlab-pwned",))
+
+
+def test_code_in_a_checkpoint_is_refused_without_dangerous_advice(tmp_path):
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    with open(run.checkpoint_path, "wb") as fh:
+        torch.save({"model": _Payload()}, fh)
+    with pytest.raises(RunFileError) as info:
+        run.load_state()
+    msg = str(info.value)
+    assert "checkpoint.pt" in msg and "refused unread" in msg
+    assert "will likely succeed" not in msg and "Do not load it with weights_only=False" in msg
+
+
+def test_checkpoint_of_another_shape_is_named(tmp_path):
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    torch.save({"model": {}}, run.checkpoint_path)
+    with pytest.raises(RunFileError, match="not a cifarlab checkpoint.*missing optimizer"):
+        run.load_state()
+
+
+def test_full_disk_keeps_previous_file(tmp_path, monkeypatch):
+    run = RunDir(tmp_path / "r")
+    run.write_metrics({"test_acc": 0.5})
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(RunFileError, match="no space left on device.*previous version"):
+        run.write_metrics({"test_acc": 0.9})
+    monkeypatch.undo()
+    assert run.read_metrics() == {"test_acc": 0.5}
+    assert [p.name for p in run.path.iterdir()] == ["metrics.json"]  # no temporary left
+
+
+def test_damaged_text_files_name_the_file(tmp_path):
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    run.metrics_path.write_text("{not json")
+    with pytest.raises(RunFileError, match=r"metrics\.json is not valid JSON"):
+        run.read_metrics()
+    run.spec_path.write_text("- a list\n")
+    with pytest.raises(RunFileError, match=r"spec\.yaml does not hold a mapping"):
+        run.read_spec()
+    run.history_path.write_text("a,b\n1,2\n")
+    with pytest.raises(RunFileError, match=r"history\.csv lacks the columns"):
+        run.read_history()
+
+
+def test_no_other_module_names_a_run_file():
+    """RunDir is the one owner of the run folder's file names (Python string literals and
+    Snakemake rule files are searched; comments and docstrings may mention them)."""
+    names = re.compile("|".join(re.escape(n) for n in FILES.values()))
+    offenders = []
+    for path in sorted((ROOT / "src" / "cifarlab").rglob("*.py")):
+        if path.name == "rundir.py":
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef))
+                      and n.body and isinstance(n.body[0], ast.Expr)}
+        offenders += [f"{path.relative_to(ROOT)}:{node.lineno}" for node in ast.walk(tree)
+                      if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                      and id(node) not in docstrings and names.search(node.value)]
+    for path in [ROOT / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))]:
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if names.search(code):
+                offenders.append(f"{path.relative_to(ROOT)}:{i}")
+    assert not offenders, f"run file names outside rundir.py: {offenders}"
