@@ -119,12 +119,43 @@ def test_schema_accepts_default_and_rejects_wrong_types():
     (lambda c: c["experiments"]["ablation"].update(models=["mlp", "vit"]), r"model 'vit'"),
     (lambda c: c["experiments"]["batch_size"]["sweep"].update(key="batchsize"),
      r"unknown setting.*batchsize"),
+    # Sweep values are typed by the key they set, as the schema types them under `models`.
+    (lambda c: c["experiments"].update(bn={"models": ["mlp"], "sweep": {
+        "key": "arch.bn", "values": [True, "maybe"]}}),
+     r"experiments.bn\[maybe\] \(mlp\).arch.bn': 'maybe' is not of type 'boolean'"),
+    (lambda c: c["experiments"].update(lr={"models": ["mlp"], "sweep": {
+        "key": "lr", "values": [0.001, 0]}}),
+     r"experiments.lr\[0\] \(mlp\).lr': 0 is less than or equal to the minimum of 0"),
+    # A setting the optimizer ignores would collapse every point into the baseline.
+    (lambda c: c["experiments"].update(mom={"models": ["mlp"], "sweep": {
+        "key": "momentum", "values": [0.5, 0.9]}}),
+     r"experiments.mom\[0.5\] \(mlp\).momentum': optimizer 'adamw' ignores 'momentum'"),
+    # Architecture arguments the constructor refuses name the config key.
+    (lambda c: c["models"]["cnn"]["arch"].update(kernels=[5, 7, 3]),
+     r"models.cnn.arch': model 'cnn' cannot be built.*kernels needs 2 values"),
+    (lambda c: c["models"]["cnn"]["arch"].update(channels=[0, 512]),
+     r"models.cnn.arch'.*channels must be positive"),
+    (lambda c: c["models"]["mlp"]["arch"].update(hidden=-5),
+     r"models.mlp.arch'.*hidden must be a positive integer, got -5"),
+    (lambda c: c.update(experiments={}), r"'experiments': no experiment is defined"),
+    (lambda c: c.update(data={"source": "folder", "path": "/tmp/nope.tar.gz"}),
+     r"'data.path': '/tmp/nope.tar.gz' does not exist"),
 ])
 def test_semantic_errors_name_key_and_choices(mutate, match):
     cfg = copy.deepcopy(CONFIG)
     mutate(cfg)
     with pytest.raises(ConfigError, match=match):
         build_plan(cfg)
+
+
+def test_sizes_are_checked_against_the_prepared_counts():
+    from cifarlab.study import check_sizes
+
+    check_sizes({"n_train": 40000, "n_val": 10000}, 50000, 10000)
+    with pytest.raises(ConfigError, match=r"split.n_train \+ split.n_val': 45000 \+ 10000"):
+        check_sizes({"n_train": 45000, "n_val": 10000}, 50000, 10000)
+    with pytest.raises(ConfigError, match=r"split.test_subset': 20000 is larger than the 10000"):
+        check_sizes({"n_train": 100, "n_val": 100, "test_subset": 20000}, 50000, 10000)
 
 
 def test_spec_files_keep_small_numbers_numeric(tmp_path):

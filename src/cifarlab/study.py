@@ -10,6 +10,7 @@ old ones instead of overwriting them.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import inspect
 import json
@@ -24,12 +25,19 @@ from .models import MODELS, model_arguments
 
 __all__ = [
     "ConfigError", "OPTIMIZERS", "PRECISIONS", "canonical_spec", "run_id", "build_plan",
-    "validate_config",
+    "validate_config", "check_sizes", "data_identity",
 ]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 PRECISIONS = ("fp32", "bf16")
 SPEC_KEYS = ("arch", "optimizer", "lr", "weight_decay", "momentum", "batch_size", "epochs")
+# Settings only some optimizers read: elsewhere a value (or a sweep over it) would change
+# nothing and collapse into the baseline, so it is an error.
+OPTIMIZER_ONLY = {"momentum": ("sgd",)}
+# The config's JSON schema (Snakemake validates the file with it; the grid points, which
+# merge a model's settings with a point's overrides, are validated here with its
+# `settings` definition).
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
 class ConfigError(ValueError):
@@ -125,7 +133,45 @@ def _fail(key: str, problem: str, fix: str) -> None:
     raise ConfigError(f"config key '{key}': {problem}; {fix}")
 
 
+@functools.cache
+def _settings_validator():
+    import jsonschema
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    return jsonschema.Draft202012Validator(
+        {"$ref": "#/definitions/settings", "definitions": schema["definitions"]})
+
+
+def _check_types(key: str, settings: dict) -> None:
+    """The schema's types and ranges for one grid point's merged settings."""
+    errors = sorted(_settings_validator().iter_errors(settings), key=lambda e: list(e.path))
+    if errors:
+        e = errors[0]
+        where = ".".join([key, *map(str, e.path)])
+        _fail(where, e.message, "see config/README.md for the setting's type and range")
+
+
+def _check_builds(key: str, model: str, arch: dict) -> None:
+    """Build the model on the meta device (no memory, no compute): an argument its
+    constructor refuses (a kernel list of the wrong length, 0 channels) is a config error."""
+    import torch
+
+    from .models import build_model
+
+    try:
+        with torch.device("meta"):
+            build_model(model, **arch)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        _fail(f"{key}.arch", f"model {model!r} cannot be built with {arch}: {exc}",
+              "fix the architecture arguments")
+
+
 def _check_model_settings(key: str, model: str, settings: dict, max_batch: int) -> None:
+    for setting, optimizers in OPTIMIZER_ONLY.items():
+        if settings.get(setting) is not None and settings.get("optimizer") not in optimizers:
+            _fail(f"{key}.{setting}", f"optimizer {settings.get('optimizer')!r} ignores "
+                  f"{setting!r}, so every value would train the same run",
+                  f"use optimizer {' or '.join(optimizers)}, or drop {setting!r}")
     valid_args = model_arguments(model)
     unknown = sorted(set(settings.get("arch") or {}) - set(valid_args))
     if unknown:
@@ -156,6 +202,8 @@ def _check_model_settings(key: str, model: str, settings: dict, max_batch: int) 
             _fail(f"{key}.{num}", f"{v!r} is not a non-negative number", "give a number")
     if settings["epochs"] < 1:
         _fail(f"{key}.epochs", f"{settings['epochs']} epochs", "train for at least 1 epoch")
+    _check_types(key, settings)  # after the checks above, whose messages are more specific
+    _check_builds(key, model, _deep_merge(_model_defaults(model), settings.get("arch") or {}))
 
 
 def train_split_size(config: dict) -> int:
@@ -221,6 +269,16 @@ def normalize_config(config: dict) -> dict:
 
 def validate_config(config: dict) -> None:
     """Semantic checks the JSON schema cannot express; raises ConfigError."""
+    if not config.get("experiments"):
+        _fail("experiments", "no experiment is defined, so there is nothing to train",
+              "define at least one (config/config.yaml lists the study's)")
+    data = config.get("data", {})
+    if data.get("source", "url") in ("archive", "folder"):
+        path = data.get("path")
+        if not path or not Path(str(path)).expanduser().exists():
+            _fail("data.path", f"{path!r} does not exist" if path else "no path is given",
+                  f"give the {'archive' if data['source'] == 'archive' else 'image folder'} "
+                  "(a directory or .tar.gz) that exists on this machine")
     models = config.get("models", {})
     for name in models:
         if name not in MODELS:
@@ -258,6 +316,18 @@ def validate_config(config: dict) -> None:
         if split.get(key) and limit and split[key] > limit:
             _fail(f"split.{key}", f"{split[key]} is larger than the split it is drawn from "
                   f"({limit})", f"use at most {limit}")
+
+
+def check_sizes(split: dict, n_pool: int, n_test: int) -> None:
+    """The split's sizes against the prepared data's counts; raises ConfigError."""
+    n_train, n_val = split.get("n_train", 40000), split.get("n_val", 10000)
+    if n_train + n_val > n_pool:
+        _fail("split.n_train + split.n_val", f"{n_train} + {n_val} = {n_train + n_val} "
+              f"images, but the data's training pool has {n_pool}",
+              f"choose sizes that sum to at most {n_pool}")
+    if split.get("test_subset") and split["test_subset"] > n_test:
+        _fail("split.test_subset", f"{split['test_subset']} is larger than the {n_test} test "
+              "images", f"use at most {n_test}, or null for all of them")
 
 
 def build_plan(config: dict) -> dict[str, dict]:
