@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import pickle
 import socket
@@ -197,6 +198,7 @@ def test_download_from_http_and_reuse(official: Official, server: Server, tmp_pa
         "n_train": 100,
         "n_test": 20,
         "classes": list(CLASSES),
+        "identity": "",
     }
     _assert_matches_official(load_cache(out), official)
     assert _dir_entries(work) == ["cifar-10-python.tar.gz"]  # no .part left
@@ -268,7 +270,7 @@ def test_archive_source(official: Official, tmp_path: Path) -> None:
         meta = prepare("archive", str(official.path), out, md5=official.md5, progress=False)
     assert meta["source_checksum"] == official.md5
     _assert_matches_official(load_cache(out), official)
-    assert _dir_entries(tmp_path) == ["c.npz"]
+    assert _dir_entries(tmp_path) == ["c.json", "c.npz"]  # the cache and its manifest
 
 
 def test_archive_python3_pickles_no_numpy_warning(tmp_path: Path) -> None:
@@ -522,6 +524,38 @@ def test_folder_bad_location(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no train/ and test/"):
         prepare("folder", str(tmp_path / "empty"), tmp_path / "c.npz", progress=False)
+    with pytest.raises(DataError, match=r"nope\.tar\.gz does not exist.*data\.path"):
+        prepare("folder", str(tmp_path / "nope.tar.gz"), tmp_path / "c.npz", progress=False)
+
+
+def test_non_image_file_is_named(tmp_path: Path) -> None:
+    root = _make_folder(tmp_path / "f", n_train=1, n_test=1)
+    bad = root / "train" / "dog" / "notes.png"
+    bad.write_bytes(b"these are my notes, not a picture")
+    with pytest.raises(DataError) as err:
+        prepare("folder", str(root), tmp_path / "c.npz", progress=False)
+    msg = str(err.value)
+    assert str(bad) in msg and "not an image" in msg and "BytesIO" not in msg
+
+
+def test_manifest_identity_and_a_failed_prepare_keeps_the_cache(folder: Path,
+                                                               tmp_path: Path) -> None:
+    from cifarlab.data import manifest_path, read_manifest
+
+    out = tmp_path / "c.npz"
+    prepare("folder", str(folder), out, progress=False, identity="folder:f", request="--a")
+    meta = read_manifest(out)
+    assert meta["identity"] == "folder:f" and meta["request"] == "--a"
+    assert meta["n_train"] == len(load_cache(out)["train_labels"])
+    assert json.loads(manifest_path(out).read_text())["checksum"] == meta["checksum"]
+    assert make_splits(out, n_train=10, n_val=10).identity == "folder:f"
+    good = out.read_bytes()
+    with pytest.raises(DataError):  # a wrong MD5 of a tarball: nothing replaced
+        tarball = tmp_path / "f.tar"
+        with tarfile.open(tarball, "w") as tar:
+            tar.add(folder, arcname="cifar10-jpeg")
+        prepare("folder", str(tarball), out, md5="1" * 32, progress=False, identity="x")
+    assert out.read_bytes() == good and read_manifest(out)["identity"] == "folder:f"
 
 
 # --------------------------------------------------------------------------- cache

@@ -149,3 +149,18 @@ def test_no_other_module_names_a_run_file():
             if names.search(code):
                 offenders.append(f"{path.relative_to(ROOT)}:{i}")
     assert not offenders, f"run file names outside rundir.py: {offenders}"
+
+
+def test_full_disk_during_torch_save_says_so(tmp_path, monkeypatch):
+    run = RunDir(tmp_path / "r")
+    run.save_best({"w": torch.zeros(2)})
+    good = run.best_path.read_bytes()
+
+    def full(*_args, **_kwargs):
+        # what torch.save raises when the disk fills mid-write
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(RunFileError, match=r"no space left on device while writing .*best\.pt"):
+        run.save_best({"w": torch.ones(2)})
+    assert run.best_path.read_bytes() == good

@@ -17,6 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +38,7 @@ ACC = ("train_acc", "val_acc", "test_acc")
 METRIC_COLUMNS = ("best_epoch", "train_acc", "val_acc", "test_acc", "train_loss", "val_loss",
                   "test_loss", "best_train_acc", "best_val_acc", "n_params", "seconds",
                   "images_per_second", "epochs_completed", "diverged", "diverged_epoch",
+                  "diverged_train_loss",
                   "n_train", "n_val", "n_test", "device", "threads", "cpu", "torch",
                   "precision", "git_commit", "data_checksum", "started", "finished")
 PCT = ("train_acc", "val_acc", "test_acc", "best_train_acc", "best_val_acc")
@@ -194,6 +199,8 @@ def history_long(plan: dict, runs_dir: Path) -> pd.DataFrame:
     frames = []
     for rid, entry in plan.items():
         h = RunDir(runs_dir / rid).read_history()
+        if h.empty:  # diverged in its first epoch: nothing to add
+            continue
         long = h.melt(id_vars=["epoch"], value_vars=["train_loss", "train_acc", "val_loss",
                                                       "val_acc"], var_name="key")
         long[["split", "metric"]] = long["key"].str.split("_", n=1, expand=True)
@@ -228,7 +235,6 @@ def aggregate(plan: dict | Path, runs_dir: Path, out: Path, profile: str = "",
     if not isinstance(plan, dict):
         plan = json.loads(Path(plan).read_text())
     experiments = dict(experiments) if experiments else default_experiments(plan)
-    out.mkdir(parents=True, exist_ok=True)
     runs = load_runs(plan, runs_dir)
     points = points_table(plan, runs)
     tables = {"runs": runs, "points": points}
@@ -237,12 +243,29 @@ def aggregate(plan: dict | Path, runs_dir: Path, out: Path, profile: str = "",
     effects = effects_table(points, experiments_from_config(experiments))
     tables["effects"] = effects
     tables["published"] = published_table(points, runs, effects, profile)
-    for name, df in tables.items():
-        df.to_csv(out / f"{name}.csv", index=False)
     long = history_long(plan, runs_dir)
-    long.to_csv(out / "history_long.csv", index=False)
-    long.to_parquet(out / "history_long.parquet", index=False)
-    (out / "plan.json").write_text(json.dumps(plan, indent=1) + "\n")
-    (out / "experiments.json").write_text(json.dumps(experiments, indent=1) + "\n")
+    _write_all(out, {
+        **{f"{name}.csv": (lambda p, df=df: df.to_csv(p, index=False))
+           for name, df in tables.items()},
+        "history_long.csv": lambda p: long.to_csv(p, index=False),
+        "history_long.parquet": lambda p: long.to_parquet(p, index=False),
+        "plan.json": lambda p: p.write_text(json.dumps(plan, indent=1) + "\n"),
+        "experiments.json": lambda p: p.write_text(json.dumps(experiments, indent=1) + "\n"),
+    })
     log.info("wrote %d tables for %d runs to %s", len(tables) + 1, len(runs), out)
     return tables
+
+
+def _write_all(out: Path, writers: dict[str, Callable[[Path], object]]) -> None:
+    """All or nothing: every file is written into a scratch folder first and moved into
+    ``out`` only when all were written, so a failure leaves the previous tables as they
+    were (never half old, half new)."""
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".aggregate-", dir=out))
+    try:
+        for name, write in writers.items():
+            write(scratch / name)
+        for name in writers:
+            os.replace(scratch / name, out / name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

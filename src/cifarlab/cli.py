@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -43,6 +44,15 @@ def _load_spec(value: str) -> dict:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from .data import OFFICIAL_MD5, OFFICIAL_URL, prepare
+    from .study import check_sizes, data_identity
+
+    if args.request_file:  # the pipeline's planned arguments (pipeline.data_state)
+        request = Path(args.request_file).read_text()
+        planned = build_parser().parse_args(["prepare", *shlex.split(request),
+                                             "--out", args.out])
+        for key in ("source", "url", "path", "md5", "identity", "split"):
+            setattr(args, key, getattr(planned, key))
+        args.request = request
 
     location = (args.url or OFFICIAL_URL) if args.source == "url" else args.path
     if args.source != "url" and not location:
@@ -51,10 +61,15 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         md5 = OFFICIAL_MD5 if args.source in ("url", "archive") else None
     else:
         md5 = None if args.md5.lower() in ("", "none", "null") else args.md5
+    identity = args.identity or data_identity(
+        {"source": args.source, "path": location, "md5": md5 or "none"})
     meta = prepare(args.source, location, Path(args.out), md5=md5,
                    workdir=Path(args.workdir) if args.workdir else None,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, identity=identity,
+                   request=getattr(args, "request", ""))
     print(json.dumps({k: v for k, v in meta.items() if k != "classes"}, default=str))
+    if args.split:  # the config's sizes against the counts just prepared
+        check_sizes(json.loads(args.split), meta["n_train"], meta["n_test"])
     return 0
 
 
@@ -75,7 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                  "config/quick.yaml here, or profiles/slurm on a GPU cluster.", args.threads)
     else:
         log.info("device: %s", device)
-    data = load_splits_for(spec, Path(args.data))
+    data = load_splits_for(spec, Path(args.data)) if args.data else None
     metrics = train_run(spec, data, args.out, device=args.device, threads=args.threads,
                         force=args.force, channels_last=args.channels_last)
     if metrics is not None:
@@ -165,11 +180,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="cache file to write (.npz)")
     s.add_argument("--workdir", help="where downloads and temporary files go")
     s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--identity", help="the data's name in the runs' specs (default: "
+                   "derived from the source, as the pipeline does)")
+    s.add_argument("--split", help="the config's split as JSON: its sizes are checked "
+                   "against the prepared counts")
+    s.add_argument("--request-file", help="a file holding the other arguments, as the "
+                   "pipeline plans them (kept in the cache, to see when they change)")
     s.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("train", help="train one run (resumes an interrupted one)")
     s.add_argument("--spec", required=True, help="run spec: inline JSON or a YAML/JSON file")
-    s.add_argument("--data", required=True, help="the cache written by `cifarlab prepare`")
+    s.add_argument("--data", help="the cache written by `cifarlab prepare` (not needed to "
+                   "restore a completed run's outputs from its record)")
     s.add_argument("--out", required=True, help="the run's folder")
     s.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     s.add_argument("--threads", type=int, default=None, help="CPU threads for torch")

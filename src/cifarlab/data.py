@@ -18,6 +18,8 @@ import gzip
 import hashlib
 import http.client
 import io
+import json
+import logging
 import os
 import pickle
 import secrets
@@ -33,6 +35,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import torch
+
+log = logging.getLogger("cifarlab.data")
 
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -489,7 +493,11 @@ def _decode(raw: bytes, where: str) -> np.ndarray:
                 )
             # convert() copies even when the mode is already RGB: skip it for speed.
             return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError:
+        # PIL's own message names an anonymous BytesIO object, not the file.
+        raise DataError(f"{where} is not an image PIL can read (not a PNG or JPEG); replace "
+                        "or remove the file") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise DataError(f"cannot decode {where} ({e}); replace or remove the file") from e
 
 
@@ -531,6 +539,11 @@ def _prepare_folder(
                 "tarball, so drop --md5 or point at the .tar.gz"
             )
         return _read_folder(_DirTree(location), hash_files=True, progress=progress)
+    if not location.exists():
+        raise DataError(
+            f"{location} does not exist; point the 'folder' source (config key data.path) at "
+            "an image-folder directory or its .tar.gz"
+        )
     if not (location.is_file() and location.name.lower().endswith(_FOLDER_TAR_SUFFIXES)):
         raise DataError(
             f"{location} is neither a directory nor a .tar.gz/.tgz/.tar file; point the 'folder' "
@@ -563,6 +576,47 @@ def _write_cache(out: Path, arrays: dict[str, np.ndarray]) -> None:
         raise
 
 
+def manifest_path(cache: str | Path) -> Path:
+    """The manifest beside a cache: ``cifar10.npz`` -> ``cifar10.json``."""
+    return Path(cache).with_suffix(".json")
+
+
+def read_manifest(cache: str | Path) -> dict | None:
+    """What the cache holds, without loading its images: identity, checksum, counts, and
+    the arguments it was prepared with.
+
+    The facts are read from the cache itself (a few small arrays of the .npz), so a
+    manifest that Snakemake deleted after a failed prepare, or one left beside another
+    cache, cannot mislead. None when there is no readable cache, or it predates
+    identities (prepare it again).
+    """
+    cache = Path(cache)
+    if not cache.is_file():
+        return None
+    try:
+        with np.load(cache, allow_pickle=False) as z:
+            if "source_identity" not in z.files:
+                return None
+            meta = {"cache": cache.name, "identity": str(z["source_identity"]),
+                    "source_kind": str(z["source_kind"]),
+                    "checksum": str(z["source_checksum"]),
+                    "n_train": int(z["train_labels"].shape[0]),
+                    "n_test": int(z["test_labels"].shape[0]),
+                    "request": str(z["source_request"]) if "source_request" in z.files
+                    else ""}
+    except Exception:  # an unreadable cache: prepare it again (load_cache says why)
+        return None
+    return meta
+
+
+def write_manifest(cache: Path, meta: dict) -> None:
+    """Write the manifest beside ``cache`` atomically."""
+    path = manifest_path(cache)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}")
+    tmp.write_text(json.dumps(meta, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
 def prepare(
     kind: str,
     location: str,
@@ -570,6 +624,8 @@ def prepare(
     md5: str | None = OFFICIAL_MD5,
     workdir: Path | None = None,
     progress: bool = True,
+    identity: str = "",
+    request: str = "",
 ) -> dict:
     """Build the uint8 cache `out` from a CIFAR-10 source and return its metadata.
 
@@ -581,8 +637,16 @@ def prepare(
     download is kept there as cifar-10-python.tar.gz so that a rerun does not download again.
     Folder tarballs are vetted member by member (no absolute paths, "..", links or special
     files) and decoded from memory, so they write nothing to disk.
+    identity: what the runs' specs call this data (``study.data_identity``); kept in the
+    cache and its manifest so that a cache of another source is never trained on.
+    request: the arguments this was prepared with, kept in the manifest so the planner
+    sees when the configured ones differ.
 
-    Returns {"path", "source_kind", "source_checksum", "n_train", "n_test", "classes"}.
+    The cache is replaced only once the new one is whole, so a failed prepare leaves a
+    good cache as it was. Its manifest (``manifest_path(out)``) is written last.
+
+    Returns {"path", "source_kind", "source_checksum", "n_train", "n_test", "classes",
+    "identity"}.
     """
     if kind not in SOURCE_KINDS:
         raise DataError(f"unknown source kind {kind!r}; use one of {', '.join(SOURCE_KINDS)}")
@@ -618,14 +682,26 @@ def prepare(
     arrays["classes"] = np.array(CLASSES)
     arrays["source_kind"] = np.array(source_kind)
     arrays["source_checksum"] = np.array(checksum)
+    arrays["source_identity"] = np.array(identity)
+    arrays["source_request"] = np.array(request)
+    before = read_manifest(out)
+    if before is not None and before.get("checksum") != checksum:
+        log.warning("the data changed: the cache held checksum %s, the source now has %s; "
+                    "runs trained on the old data are trained again when next run",
+                    before.get("checksum"), checksum)
     _write_cache(out, arrays)
+    meta = {"cache": out.name, "identity": identity, "source_kind": source_kind,
+            "checksum": checksum, "n_train": len(arrays["train_labels"]),
+            "n_test": len(arrays["test_labels"]), "request": request}
+    write_manifest(out, meta)
     return {
         "path": str(out),
         "source_kind": source_kind,
         "source_checksum": checksum,
-        "n_train": len(arrays["train_labels"]),
-        "n_test": len(arrays["test_labels"]),
+        "n_train": meta["n_train"],
+        "n_test": meta["n_test"],
         "classes": list(CLASSES),
+        "identity": identity,
     }
 
 
@@ -671,6 +747,7 @@ class Splits:
     classes: list[str]
     checksum: str
     source_kind: str
+    identity: str = ""  # the data's name in the runs' specs (study.data_identity)
 
 
 def _quotas(counts: np.ndarray, total: int, caps: np.ndarray) -> np.ndarray:
@@ -778,6 +855,7 @@ def make_splits(
         classes=[str(c) for c in data["classes"]],
         checksum=str(data["source_checksum"]),
         source_kind=source_kind,
+        identity=str(data["source_identity"]) if "source_identity" in data else "",
     )
 
 
@@ -792,5 +870,8 @@ __all__ = [
     "Splits",
     "load_cache",
     "make_splits",
+    "manifest_path",
     "prepare",
+    "read_manifest",
+    "write_manifest",
 ]

@@ -17,6 +17,7 @@ what an experiment is asks this one, never the experiment's name.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,7 +71,9 @@ class Experiment:
         out: list[tuple[str, EffectDef]] = []
         if self.kind == "sweep":
             for m in self.models:
-                means = val_means.get(m, {})
+                # Points without a validation accuracy (runs that diverged at once) can be
+                # neither the best nor compared.
+                means = {k: v for k, v in val_means.get(m, {}).items() if math.isfinite(v)}
                 if not means:
                     continue
                 if self.reference == "best":

@@ -7,6 +7,8 @@ import json
 import os
 import shlex
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -61,9 +63,15 @@ def runtime_minutes(spec: dict, gpu: bool, threads: int = 1, scale: float = 1.0)
 
 
 def prepare_args(config: dict) -> str:
+    """`cifarlab prepare` arguments for the config's data source (shell-quoted)."""
+    from .study import data_identity
+
     data = config.get("data", {})
     source = data.get("source", "url")
-    args = ["--source", source]
+    args = ["--source", source, "--identity", data_identity(data)]
+    split = config.get("split", {})
+    args += ["--split", json.dumps({k: split.get(k) for k in ("n_train", "n_val",
+                                                              "test_subset")})]
     if source == "url":
         if data.get("url"):
             args += ["--url", data["url"]]
@@ -73,7 +81,127 @@ def prepare_args(config: dict) -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
+@dataclass(frozen=True)
+class DataState:
+    """What the planner knows about the prepared data before anything runs.
+
+    ``manifest``: the cache's manifest (identity, checksum, counts) when a cache prepared
+    with the current settings exists, else None (the prepare job is planned). ``reason``
+    says why an existing cache is prepared again.
+    """
+
+    manifest: dict | None
+    reason: str = ""
+
+
+def data_state(config: dict, cache: str | Path, write: bool = True) -> DataState:
+    """Decide, before Snakemake builds its DAG, whether the data must be prepared again.
+
+    The prepare rule's output is the manifest beside the cache (data.smk). It is deleted
+    here, which plans the prepare job, when the cache is gone or unreadable, holds
+    another source, was prepared with other arguments, or its local source file is newer.
+    Snakemake then also plans every training job once, because their input is missing
+    while the DAG is built; completed runs restore their outputs from their records in
+    seconds and are never trained again. (Keeping the manifest and letting Snakemake rerun
+    prepare instead would rely on ancient(), which in Snakemake 9.27 also hides the jobs
+    of new runs for that invocation.)
+
+    A manifest that Snakemake deleted after a failed prepare is rebuilt from the intact
+    cache when that cache was prepared with exactly the configured arguments, or by hand
+    with `cifarlab prepare` from the configured source. The arguments reach the prepare
+    job through a file (``request_path``), written here when they change. Only the
+    controller passes ``write``; jobs re-reading the Snakefile change nothing.
+    """
+    from .data import manifest_path, read_manifest, write_manifest
+
+    cache = Path(cache)
+    manifest = manifest_path(cache)
+    request = prepare_args(config)
+    had_manifest = manifest.exists()
+    meta = read_manifest(cache)
+    wanted = _identity(config)
+    sources = [Path(f) for f in data_inputs(config)]
+    reason = ""
+    if meta is None:
+        reason = f"{cache} is missing or unreadable"
+    elif meta["identity"] != wanted:
+        reason = f"{cache} holds {meta['identity']}, but the config asks for {wanted}"
+    elif meta["request"] and meta["request"] != request:
+        # A cache prepared by hand (`cifarlab prepare`, no request) is used as it is.
+        reason = f"{cache} was prepared with other arguments ({meta['request']})"
+    elif had_manifest and any(f.exists() and f.stat().st_mtime > manifest.stat().st_mtime
+                              for f in sources):
+        reason = f"the data source {sources[0]} is newer than {cache}"
+    if meta is not None and meta["identity"] == wanted:
+        # Sizes the data cannot hold stop the planning here, before anything is written.
+        from .study import check_sizes
+
+        check_sizes(config.get("split", {}), meta["n_train"], meta["n_test"])
+    # Silent on a first run (nothing prepared yet), said whenever data was there.
+    seen = had_manifest or cache.exists() or request_path(cache).exists()
+    if write and _write_request(request_path(cache), request) and not reason and had_manifest:
+        os.utime(manifest)  # still valid: keep it newer than its input, the request
+    if reason:
+        if write and had_manifest:
+            manifest.unlink(missing_ok=True)
+        return DataState(None, reason + ": it is prepared again before any run that needs "
+                         "it" if seen else "")
+    if write and not had_manifest:
+        write_manifest(cache, meta)  # after the request: newer, so prepare is not rerun
+    return DataState(meta)
+
+
+def request_path(cache: str | Path) -> Path:
+    """The prepare job's arguments beside the cache (``cifar10.request``): its input."""
+    return Path(cache).with_suffix(".request")
+
+
+def _write_request(path: Path, request: str) -> bool:
+    # Rewritten only when the arguments change. A cache prepared with other arguments has
+    # lost its manifest by then, so the prepare job is planned because its output is
+    # missing, never because its input is newer (which, with the train jobs' ancient()
+    # input, would hide new runs' jobs for that invocation). The arguments are not the
+    # rule's params: Snakemake records a failed job's params too, and would rerun prepare
+    # once a typo is fixed.
+    if path.exists() and path.read_text() == request:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(request)
+    os.replace(tmp, path)
+    return True
+
+
+def _identity(config: dict) -> str:
+    from .study import data_identity
+
+    return data_identity(config.get("data", {}))
+
+
+def record_completed_runs(plan: dict, runs_dir: str | Path) -> int:
+    """Give every completed run of ``plan`` that has no record one (hard links: cheap).
+
+    Runs trained before records existed are then restored, not retrained, when Snakemake
+    reruns their jobs (after a change of the train rule, say). Returns how many gained one.
+    """
+    from .rundir import RunDir
+
+    added = 0
+    for rid, entry in plan.items():
+        run = RunDir(Path(runs_dir) / rid)
+        if run.record.metrics_path.exists() or not run.outputs_complete():
+            continue
+        try:
+            if run.read_spec() == entry["spec"]:
+                run.write_record()
+                added += 1
+        except (OSError, ValueError, RuntimeError):
+            continue  # a damaged folder: its job reports it when it runs
+    return added
+
+
 def data_inputs(config: dict) -> list[str]:
+    """A local archive or folder, tracked so that replacing it prepares the data again."""
     data = config.get("data", {})
     if data.get("source", "url") != "url":
         if not data.get("path"):

@@ -7,6 +7,14 @@ A run folder (``results/runs/<run id>/``) holds::
     metrics.json    written last: its presence means the run is complete
     best.pt         state dict of the best-validation epoch's model
     checkpoint.pt   the resumable RunState after the last completed epoch (removed when done)
+    record/         the completed run's record: spec.yaml, history.csv, best.pt and
+                    metrics.json as they were when training finished
+
+The record is not a Snakemake output, so it survives what Snakemake deletes before
+rerunning a job (a rebuilt data cache, ``--rerun-incomplete`` after a killed controller,
+``--forcerun``): ``train_run`` restores the outputs from it in seconds instead of training
+again. Its files are hard links to the outputs where the file system allows (no extra
+space), else copies.
 
 Training, aggregation, figures, the report and the Snakemake rules go through ``RunDir``;
 no other module names these files. Every write is atomic (temporary file + rename), so
@@ -19,6 +27,7 @@ import errno
 import json
 import os
 import pickle
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -40,6 +49,10 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "s
 # Role -> file name inside a run folder. The Snakemake rules take their paths from here.
 FILES = {"spec": "spec.yaml", "history": "history.csv", "metrics": "metrics.json",
          "best": "best.pt", "checkpoint": "checkpoint.pt"}
+# The completed run's record (a subfolder) and the outputs it keeps; metrics.json last,
+# because its presence marks the record complete.
+RECORD = "record"
+RECORDED = ("spec", "history", "best", "metrics")
 
 
 class RunFileError(RuntimeError):
@@ -123,6 +136,17 @@ def _is_disk_full(exc: BaseException) -> bool:
     return False
 
 
+def _link_or_copy(src: Path, dest: Path) -> None:
+    """``dest`` becomes a hard link to ``src`` (a copy where links are not possible)."""
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:  # another file system, or one without hard links
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+
+
 def _format_value(value: Any) -> str:
     return str(value)  # Python's repr of floats: round-trips exactly through the CSV
 
@@ -178,9 +202,64 @@ class RunDir:
         return self.metrics_path.exists()
 
     def clear(self) -> None:
-        """Delete every run file (keeps the folder and anything else in it)."""
+        """Delete every run file and the record (keeps the folder and anything else in it)."""
         for name in FILES.values():
             (self.path / name).unlink(missing_ok=True)
+        shutil.rmtree(self.path / RECORD, ignore_errors=True)
+
+    # ------------------------------------------------------------------ record
+    @property
+    def record(self) -> RunDir:
+        """The record folder, itself laid out as a run folder."""
+        return RunDir(self.path / RECORD)
+
+    def recorded_metrics(self, spec: dict) -> dict | None:
+        """The record's metrics when it is complete and was trained with ``spec``, else None.
+
+        Reads two small files (spec.yaml and metrics.json), so the planner can afford it.
+        """
+        rec = self.record
+        if not rec.metrics_path.exists():
+            return None
+        try:
+            if rec.read_spec() != spec:
+                return None
+            return rec.read_metrics()
+        except RunFileError:
+            return None
+
+    def finish(self, metrics: dict) -> None:
+        """Complete a run whose history and best.pt are written: the record first, then
+        metrics.json (the run's completion marker), then the checkpoint goes.
+
+        In this order a job killed at any point leaves either a resumable checkpoint or a
+        complete record, never a completed run that would have to be trained again.
+        """
+        rec = self.record
+        rec.path.mkdir(parents=True, exist_ok=True)
+        rec.metrics_path.unlink(missing_ok=True)  # incomplete until metrics.json is back
+        for role in ("spec", "history", "best"):
+            _link_or_copy(self.path / FILES[role], rec.path / FILES[role])
+        rec.write_metrics(metrics)
+        self.write_metrics(metrics)
+        self.remove_checkpoint()
+
+    def write_record(self) -> None:
+        """Record a run that completed before records existed (its outputs are whole)."""
+        self.finish(self.read_metrics())
+
+    def outputs_complete(self) -> bool:
+        """True when every recorded output (spec, history, best, metrics) exists."""
+        return all((self.path / FILES[role]).exists() for role in RECORDED)
+
+    def restore_record(self) -> dict:
+        """Rewrite the outputs from the record (metrics.json last); returns the metrics."""
+        rec = self.record
+        for role in RECORDED:
+            src = rec.path / FILES[role]
+            atomic_write(self.path / FILES[role], lambda p, s=src: shutil.copyfile(s, p))
+        self.remove_checkpoint()
+        return self.read_metrics()
 
     # ------------------------------------------------------------------ spec
     def read_spec(self) -> dict | None:

@@ -40,6 +40,11 @@ __all__ = ["train_run", "train_epoch", "resolve_device", "set_threads", "normali
 log = logging.getLogger("cifarlab.train")
 
 EVAL_BATCH = 1000
+# A run has diverged when an epoch's mean training loss is non-finite or above this many
+# times the loss of a uniform guess, ln(classes) (2.30 for CIFAR-10): the loss a network
+# starts near. A run that learns never comes back from 10x its initial loss in this study;
+# without the bound, an lr of 1e8 "trains" for 100 epochs at chance with a loss of 1e7.
+DIVERGED_FACTOR = 10.0
 
 
 class RunError(RuntimeError):
@@ -155,6 +160,11 @@ def git_commit() -> str:
 
 def _check_data(spec: dict, data: Splits) -> None:
     source = spec["data"]["source"]
+    if data.identity and data.identity != source:
+        raise RunError(
+            f"the data cache was prepared from {data.identity}, but this run's spec names "
+            f"{source}; prepare the data from the configured source again (the pipeline "
+            "does this by itself; by hand: `cifarlab prepare`)")
     if source.startswith("official:") and not source.endswith(":unverified"):
         expected = source.split(":", 1)[1]
         if data.checksum != expected:
@@ -192,6 +202,7 @@ class Trainer:
             raise RunError(f"batch size {self.batch_size} is larger than the training split "
                            f"({self.n} images); lower batch_size or enlarge the split")
         self.steps = self.n // self.batch_size
+        self.diverged_above = DIVERGED_FACTOR * math.log(max(len(data.classes), 2))
 
     def _images(self, images: Tensor) -> Tensor:
         x = normalize(images, self.device)
@@ -217,7 +228,7 @@ class Trainer:
     def epoch(self, epoch: int, show_bar: bool) -> tuple[dict, float]:
         """Train one epoch and validate; returns (history row, seconds of training).
 
-        A non-finite training loss skips validation: the row's losses are then NaN/inf.
+        A diverged epoch (``diverged``) skips validation: its row has no val_* keys.
         """
         t0 = time.perf_counter()
         self.model.train()
@@ -231,13 +242,17 @@ class Trainer:
         row = {"epoch": epoch, "train_loss": loss_sum.item() / self.steps,
                "train_acc": correct.item() / (self.steps * self.batch_size)}
         t_train = time.perf_counter() - t0
-        if math.isfinite(row["train_loss"]):
+        if not self.diverged(row["train_loss"]):
             row["val_loss"], row["val_acc"] = evaluate(self.model, self.x_val, self.y_val,
                                                        self.precision)
         row["seconds"] = time.perf_counter() - t0
         return row, t_train
 
-    def final_metrics(self, state: RunState, diverged_epoch: int | None) -> dict:
+    def diverged(self, train_loss: float) -> bool:
+        """Non-finite, or above DIVERGED_FACTOR x the loss of a uniform guess."""
+        return not math.isfinite(train_loss) or train_loss > self.diverged_above
+
+    def final_metrics(self, state: RunState, diverged: dict | None) -> dict:
         """metrics.json's content: the best epoch's figures, its test accuracy, provenance."""
         history, best, dev = state.history, state.best, self.device
         metrics: dict[str, Any] = {
@@ -257,8 +272,11 @@ class Trainer:
         images = self.steps * self.batch_size * len(history)
         metrics.update({
             "epochs_completed": len(history),
-            "diverged": diverged_epoch is not None,
-            "diverged_epoch": diverged_epoch,
+            "diverged": diverged is not None,
+            "diverged_epoch": diverged["epoch"] if diverged else None,
+            # JSON has no inf/nan: a non-finite loss is kept as its text ("nan", "inf")
+            "diverged_train_loss": (_json_float(diverged["train_loss"]) if diverged
+                                    else None),
             "n_params": count_parameters(self.model),
             "n_train": len(self.data.train.labels), "n_val": len(self.data.val.labels),
             "n_test": len(self.data.test.labels),
@@ -276,16 +294,36 @@ class Trainer:
         return metrics
 
 
-def _claim(run: RunDir, spec: dict, force: bool) -> dict | None:
-    """Make ``run`` hold ``spec``; returns the metrics when it is already complete."""
+def _claim(run: RunDir, spec: dict, force: bool, data: Splits | None) -> dict | None:
+    """Make ``run`` hold ``spec``; returns the metrics when the run completed before.
+
+    A completed run is never trained again: when Snakemake deleted its outputs (to rerun
+    the job after a rebuilt data cache, a killed controller or --forcerun), they are
+    restored from the run's record. Only ``force``, or data whose checksum differs from the
+    one the run was trained on, trains it again.
+    """
     old_spec = run.read_spec()
     if old_spec is not None and old_spec != spec and not force:
         raise RunError(f"{run.path} holds a run with a different spec; choose another folder "
                        "or pass --force to discard it")
     if force:
         run.clear()
-    elif run.is_complete:
+    elif (recorded := run.recorded_metrics(spec)) is not None:
+        trained_on = recorded.get("data_checksum")
+        if data is not None and trained_on not in (None, data.checksum):
+            log.warning("run %s was trained on data with checksum %s, but the data now has "
+                        "checksum %s: training it again", run.name, trained_on, data.checksum)
+            run.clear()
+        elif run.is_complete and run.outputs_complete():
+            log.info("run %s is complete; not training it again (--force retrains)", run.name)
+            return run.read_metrics()
+        else:
+            log.info("run %s completed earlier; restoring its outputs from %s instead of "
+                     "training it again (--force retrains)", run.name, run.record.path)
+            return run.restore_record()
+    elif run.is_complete and run.outputs_complete():  # completed before records existed
         log.info("run %s is complete; not training it again (--force retrains)", run.name)
+        run.write_record()
         return run.read_metrics()
     run.write_spec(spec)
     return None
@@ -293,7 +331,7 @@ def _claim(run: RunDir, spec: dict, force: bool) -> dict | None:
 
 def train_run(
     spec: dict,
-    data: Splits,
+    data: Splits | None,
     out_dir: str | Path,
     *,
     device: str = "auto",
@@ -305,13 +343,17 @@ def train_run(
 ) -> dict | None:
     """Train one run to completion (or resume it) and return its metrics.
 
-    ``stop_after`` ends this call after that many epochs in total have completed,
+    ``data`` may be None when the run completed before (its outputs are restored from its
+    record). ``stop_after`` ends this call after that many epochs in total have completed,
     leaving a resumable checkpoint (used to test interruption); it returns None then.
     """
     run = RunDir(out_dir)
-    done = _claim(run, spec, force)
+    done = _claim(run, spec, force, data)
     if done is not None:
         return done
+    if data is None:
+        raise RunError(f"run {run.name} has no completed record to restore its outputs from; "
+                       "give the data cache (--data results/data/cifar10.npz) to train it")
     _check_data(spec, data)
     t = Trainer(spec, data, device=device, threads=threads, channels_last=channels_last)
     state = run.load_state(map_location=t.device)
@@ -326,14 +368,15 @@ def train_run(
     log.info("training %s on %s (%d threads): %d params, %d train / %d val images, "
              "%d epochs of %d steps", run.name, t.device, torch.get_num_threads(),
              count_parameters(t.model), t.n, len(t.x_val), spec["epochs"], t.steps)
-    diverged_epoch = None
+    diverged = None
     for epoch in range(state.epochs_done + 1, spec["epochs"] + 1):
         row, t_train = t.epoch(epoch, show_bar)
         if "val_acc" not in row:
-            diverged_epoch = epoch
+            diverged = row
             state.seconds += row["seconds"]
-            log.warning("run %s diverged in epoch %d (train loss %s); stopping it",
-                        run.name, epoch, row["train_loss"])
+            log.warning("run %s diverged in epoch %d (train loss %s; the bound is %.2f, %g x "
+                        "the loss of a uniform guess); stopping it", run.name, epoch,
+                        row["train_loss"], t.diverged_above, DIVERGED_FACTOR)
             break
         _record(state, row, t_train, t.model)
         log.info("epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  "
@@ -347,16 +390,19 @@ def train_run(
             return None
 
     run.write_history(state.history)
-    metrics = t.final_metrics(state, diverged_epoch)
+    metrics = t.final_metrics(state, diverged)
     metrics["started"] = state.started
     metrics["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     # A run that diverged in its first epoch has no best state: keep the (non-finite) last
     # weights for inspection.
     run.save_best(state.best["state"] if state.best["state"] is not None
                   else t.model.state_dict())
-    run.write_metrics(metrics)
-    run.remove_checkpoint()
+    run.finish(metrics)
     return metrics
+
+
+def _json_float(x: float) -> float | str:
+    return x if math.isfinite(x) else str(x)
 
 
 def _record(state: RunState, row: dict, t_train: float, model: nn.Module) -> None:

@@ -1,14 +1,21 @@
 # Download / verify / unpack CIFAR-10 once into a compact uint8 cache.
+# The rule's output is the cache's manifest (identity, checksum, counts, arguments). The
+# cache itself is written beside it, and replaced only once the new one is whole:
+# Snakemake deletes a job's outputs before running it and after it fails, and a failed
+# prepare (a wrong md5, say) must never destroy a good cache. The planner
+# (pipeline.data_state) deletes the manifest when the data must be prepared again.
 
 
 rule prepare_data:
     input:
+        # The arguments, written by the planner (pipeline.data_state) when they change.
+        request=DATA_REQUEST,
         # A local archive or image folder is tracked, so replacing it prepares the data again.
-        pipeline.data_inputs(config),
+        source=pipeline.data_inputs(config),
     output:
-        "results/data/cifar10.npz",
+        DATA_MANIFEST,
     params:
-        args=pipeline.prepare_args(config),
+        cache=DATA_CACHE,
     log:
         "logs/prepare_data.log",
     conda:
@@ -17,5 +24,5 @@ rule prepare_data:
         mem_mb=4000,
         runtime=60,
     shell:
-        "python -m cifarlab prepare {params.args} --out {output} --workdir results/data "
-        "--no-progress > {log} 2>&1"
+        "python -m cifarlab prepare --request-file {input.request} --out {params.cache} "
+        "--workdir results/data --no-progress > {log} 2>&1"

@@ -5,14 +5,17 @@
 
 rule train:
     input:
-        # ancient: re-preparing identical data must not retrain every run
-        data=ancient("results/data/cifar10.npz"),
+        # ancient: a prepare job rerun while the manifest exists plans no completed run
+        # again. A run whose outputs Snakemake deleted anyway (--rerun-incomplete,
+        # --forcerun) is restored from its record in results/runs/<id>/record/.
+        data=ancient(DATA_MANIFEST),
     output:
         metrics=RUN_FILES["metrics"],
         history=RUN_FILES["history"],
         weights=RUN_FILES["best"],
     params:
         spec=run_spec_json,
+        cache=DATA_CACHE,
         device=TRAIN.get("device", "auto"),
         flags="--channels-last" if TRAIN.get("channels_last", False) else "",
         out=f"{RUNS_DIR}/{{run}}",
@@ -28,5 +31,5 @@ rule train:
     conda:
         "../envs/cifarlab.yaml"
     shell:
-        "python -m cifarlab train --spec {params.spec:q} --data {input.data} --out {params.out} "
+        "python -m cifarlab train --spec {params.spec:q} --data {params.cache} --out {params.out} "
         "--threads {threads} --device {params.device} {params.flags} > {log} 2>&1"

@@ -20,8 +20,8 @@ from ..stats import accuracy_interval
 from .format import ci, md_table
 from .view import EXPERIMENT_SECTIONS, ReportView, experiment_section
 
-__all__ = ["header", "findings", "data_section", "hyperparameters", "curves", "accuracy",
-           "model_contrast", "experiment_sections", "loss_gap", "training_flag",
+__all__ = ["header", "findings", "failures", "data_section", "hyperparameters", "curves",
+           "accuracy", "model_contrast", "experiment_sections", "loss_gap", "training_flag",
            "figures_of_features", "reproduction", "effects_section", "runs_section",
            "effect_sentence", "experiment_view", "smallest_worst_best"]
 
@@ -119,6 +119,46 @@ def header(v: ReportView) -> str:
                   "with a 100-epoch GPU run: agreement in direction is what to look for, "
                   "not equal numbers."]
     return "\n".join(lines)
+
+
+def failures(v: ReportView) -> str:
+    """Runs that diverged or completed no epoch; empty when every run trained normally."""
+    from ..train import DIVERGED_FACTOR
+
+    r = v.tables.runs
+    bad = r[r["diverged"].fillna(False).astype(bool) | (r["epochs_completed"] == 0)]
+    if bad.empty:
+        return ""
+    table = pd.DataFrame({
+        "run": bad["run_id"], "experiments": bad["experiments"],
+        "diverged in epoch": bad["diverged_epoch"].map(
+            lambda e: "" if pd.isna(e) else str(int(e))),
+        "train loss then": bad.get("diverged_train_loss", pd.Series(index=bad.index)).map(
+            lambda x: "" if pd.isna(x) else (f"{float(x):.4g}" if _is_number(x) else str(x))),
+        "epochs completed": bad["epochs_completed"].astype(int),
+        "test % (best epoch before)": bad["test_acc"],
+    })
+    return "\n".join([
+        "## Runs that diverged",
+        "",
+        f"{len(bad)} of {len(r)} runs diverged. A run is stopped, and recorded as diverged, at "
+        "the first epoch whose mean training loss is not finite or above "
+        f"{DIVERGED_FACTOR:g} times the loss of a uniform guess (ln 10 = 2.30 for "
+        "CIFAR-10). Its best checkpoint before that epoch is evaluated when there is one; a "
+        "run that diverged in its first epoch has no accuracy and is left out of the means, "
+        "intervals and effects (an effect with no seed left is 'not measured'). The "
+        "usual cause is a learning rate too high for the setting.",
+        "",
+        md_table(table),
+    ])
+
+
+def _is_number(x: object) -> bool:
+    try:
+        float(x)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def data_section(v: ReportView) -> str:
