@@ -87,10 +87,11 @@ def test_bad_config_stops_with_a_clear_message(tmp_path):
 
 def test_smoke_pipeline_outputs(smoke):
     work = smoke["work"]
-    # Before training, the device notice points CPU users to the quick and cluster profiles.
+    # Before training, the device notice estimates the CPU time and points to the GPU and
+    # cluster profiles.
     notice = smoke["first"].stdout + smoke["first"].stderr
-    assert "training will use the CPU" in notice and "config/quick.yaml" in notice
-    assert "profiles/slurm" in notice
+    assert "training will use the CPU" in notice and "profiles/slurm" in notice
+    assert re.search(r"Estimated CPU time for the whole plan: about \d+ min\.", notice)
     runs = pd.read_csv(work / "results/tables/runs.csv")
     assert len(runs) == 11
     assert runs["test_acc"].notna().all()
@@ -110,6 +111,10 @@ def test_smoke_pipeline_outputs(smoke):
     md = (work / "results/smoke_report/report.md").read_text()
     for text in (html, md):
         assert "Findings" in text and "BatchNorm" in text and "smoke" in text
+    # The HTML stands alone: figures embedded, no script, no address to fetch, a title.
+    assert "<title>CIFAR-10 with MLPs and CNNs: the smoke profile</title>" in html
+    assert html.count('src="data:image/png;base64,') >= 10 and 'src="figures/' not in html
+    assert "<script" not in html and not re.search(r"(src|href)=\"https?://", html)
     assert (work / "results/report/report.ipynb").exists()
     for fig in ("curves_mlp", "ablation_cnn", "dropout_rate_summary", "first_layer_mlp",
                 "first_layer_cnn", "dropout2d_cnn", "batch_size_summary"):

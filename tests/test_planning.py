@@ -95,3 +95,25 @@ def test_sizes_the_data_cannot_hold_stop_planning_and_change_nothing(tmp_path):
         pipeline.data_state(too_big, cache)
     assert manifest_path(cache).exists()
     assert pipeline.request_path(cache).read_text() == request
+
+
+def test_device_notice_suits_the_profile(monkeypatch):
+    """Hours for the full study, with the quick profile as the laptop-sized advice;
+    minutes and no advice to use the profile already in use for the quick one."""
+    import copy
+    from pathlib import Path
+
+    import yaml
+
+    from cifarlab.cli import _merge
+    from cifarlab.study import normalize_config
+
+    root = Path(__file__).resolve().parents[1]
+    full = yaml.safe_load((root / "config/config.yaml").read_text())
+    quick = _merge(copy.deepcopy(full), yaml.safe_load((root / "config/quick.yaml").read_text()))
+    monkeypatch.setattr(pipeline.torch.cuda, "is_available", lambda: False)
+    text = pipeline.device_notice(normalize_config(full), n_runs=29)
+    assert "config/quick.yaml" in text and " h. " in text
+    assert "README, 'Running on a cluster'" in text
+    text = pipeline.device_notice(normalize_config(quick), n_runs=87)
+    assert "config/quick.yaml" not in text and " min. " in text and "about 0 min" not in text

@@ -85,11 +85,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     spec = _load_spec(args.spec)
     device = resolve_device(args.device)
-    if device.type == "cpu":
-        log.info("device: CPU (%s threads). A full-size study takes days on a CPU: use "
-                 "config/quick.yaml here, or profiles/slurm on a GPU cluster.", args.threads)
-    else:
-        log.info("device: %s", device)
+    log.info("device: %s", f"CPU ({args.threads} threads)" if device.type == "cpu"
+             else device)
     data = load_splits_for(spec, Path(args.data)) if args.data else None
     metrics = train_run(spec, data, args.out, device=args.device, threads=args.threads,
                         force=args.force, channels_last=args.channels_last)

@@ -242,10 +242,13 @@ def device_notice(config: dict, n_runs: int) -> str:
         threads = train.get("threads", 1)
         total = sum(runtime_minutes(e["spec"], gpu=False, threads=threads) - 10
                     for e in build_plan(config).values()) / 2
+        estimate = f"{total / 60:.1f} h" if total >= 60 else f"{max(total, 1):.0f} min"
+        advice = ("For the full study use a GPU machine (`--profile profiles/gpu`) or a "
+                  "cluster (`--profile profiles/slurm`; README, 'Running on a cluster').")
+        if config.get("profile") == "full":
+            advice = "For a laptop-sized run use `--configfile config/quick.yaml`. " + advice
         return (f"cifarlab: {n_runs} runs in the plan; training will use the CPU "
                 f"({torch.get_num_threads()} threads available, {threads} per job). "
-                f"Estimated CPU time for the whole plan: about {total / 60:.1f} h. "
-                "For a laptop-sized run use `--configfile config/quick.yaml`; for the full "
-                "study use a GPU machine or `--profile profiles/slurm` (README, 'Cluster').")
+                f"Estimated CPU time for the whole plan: about {estimate}. {advice}")
     device = torch.cuda.get_device_name(0) if has_cuda else "GPUs on the executing nodes"
     return f"cifarlab: {n_runs} runs in the plan; training will use {device}."
