@@ -144,3 +144,22 @@ def test_runs_completed_before_records_existed_gain_one(tmp_path):
     shutil.rmtree(run.record.path)  # as a run folder of an older cifarlab
     assert train_run(s, data, tmp_path / "r", threads=1) == first
     assert run.recorded_metrics(s) == first
+
+
+def test_figures_and_report_when_a_baseline_diverged(tmp_path):
+    """The model's own settings diverge (lr = 100): its curves figure has no best epoch."""
+    cfg = copy.deepcopy(CONFIG)
+    cfg["seeds"] = [0]
+    cfg["models"]["mlp"]["lr"] = 100.0
+    cfg["experiments"]["lr"]["sweep"].update(values=[100.0, 1e-3], reference=100.0)
+    cfg = normalize_config(cfg)
+    plan = build_plan(cfg)
+    data = make_splits()
+    for rid, entry in plan.items():
+        train_run(entry["spec"], data, tmp_path / "runs" / rid, threads=1, progress=False)
+    aggregate(plan, tmp_path / "runs", tmp_path / "tables", profile="unit",
+              experiments=cfg["experiments"])
+    written = plots.make_figures(tmp_path / "tables", tmp_path / "runs", tmp_path / "figures")
+    assert any(p.stem == "curves_mlp" for p in written)
+    v = ReportView.load(tmp_path / "tables", "figures", tmp_path / "runs", profile="unit")
+    assert "## Runs that diverged" in "\n".join(section(v) for section in reporting.REPORT)

@@ -34,7 +34,7 @@ def test_data_state_keeps_a_good_cache_and_prepares_a_gone_or_foreign_one(tmp_pa
     # Jobs re-reading the Snakefile never write.
     cache.unlink()
     state = pipeline.data_state(cfg, cache, write=False)
-    assert state.manifest is None and "missing or unreadable" in state.reason
+    assert state.manifest is None and "missing, unreadable or from an older cifarlab" in state.reason
     assert manifest_path(cache).exists()
 
 
@@ -117,3 +117,21 @@ def test_device_notice_suits_the_profile(monkeypatch):
     assert "README, 'Running on a cluster'" in text
     text = pipeline.device_notice(normalize_config(quick), n_runs=87)
     assert "config/quick.yaml" not in text and " min. " in text and "about 0 min" not in text
+
+
+def test_a_changed_source_is_prepared_again_even_after_a_failed_prepare(tmp_path):
+    import os
+
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    md5 = make_official_archive(archive, per_batch=100)
+    cfg = _config(archive, md5)
+    cache = tmp_path / "data" / "cifar10.npz"
+    prepare("archive", str(archive), cache, md5=md5, progress=False,
+            identity=f"official:{md5}", request=pipeline.prepare_args(cfg))
+    assert pipeline.data_state(cfg, cache).manifest is not None
+    later = cache.stat().st_mtime + 10
+    os.utime(archive, (later, later))  # the source replaced after the cache was made
+    manifest_path(cache).unlink()  # as after a failed prepare job
+    state = pipeline.data_state(cfg, cache)
+    assert state.manifest is None and "is newer than" in state.reason
+    assert not manifest_path(cache).exists()

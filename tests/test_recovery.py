@@ -66,8 +66,8 @@ def test_rebuilt_cache_restores_runs_instead_of_training_them(study):
     # rebuilt, restore their outputs from their records.
     t0 = time.time()
     proc = snakemake(work, *study["common"](), NEW_POINT)
-    assert "cifar10.npz is missing or unreadable: it is prepared again" in \
-        proc.stdout + proc.stderr
+    assert ("cifar10.npz is missing, unreadable or from an older cifarlab: it is prepared "
+            "again") in proc.stdout + proc.stderr
     assert _sha(cache) == checksum
     after = _outputs(work)
     assert {k: v for k, v in after.items() if k in before} == before  # byte for byte

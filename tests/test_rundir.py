@@ -164,3 +164,15 @@ def test_full_disk_during_torch_save_says_so(tmp_path, monkeypatch):
     with pytest.raises(RunFileError, match=r"no space left on device while writing .*best\.pt"):
         run.save_best({"w": torch.ones(2)})
     assert run.best_path.read_bytes() == good
+
+
+def test_finishing_twice_leaves_no_temporary_files(tmp_path):
+    run = RunDir(tmp_path / "r")
+    run.write_spec({"model": "mlp"})
+    run.write_history(_history(1))
+    run.save_best({"w": torch.zeros(1)})
+    run.finish({"test_acc": 0.5})
+    run.finish({"test_acc": 0.5})  # e.g. a job killed after the links, run again
+    run.write_record()
+    assert sorted(p.name for p in run.record.path.iterdir()) == sorted(
+        FILES[r] for r in ("spec", "history", "best", "metrics"))

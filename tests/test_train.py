@@ -151,3 +151,35 @@ def test_corrupt_checkpoint_is_named_and_nothing_is_overwritten(tmp_path, data):
     assert (tmp_path / "r" / "history.csv").read_text() == history
     ckpt.unlink()  # the fix the message gives: the run trains again from epoch 1
     assert train_run(s, data, tmp_path / "r", threads=1)["epochs_completed"] == 4
+
+
+def test_retraining_without_usable_data_deletes_nothing(tmp_path, data):
+    s = spec(epochs=1)
+    first = train_run(s, data, tmp_path / "r", threads=1)
+    from cifarlab.rundir import RunDir
+
+    run = RunDir(tmp_path / "r")
+    with pytest.raises(RunError, match="needs the data cache.*nothing was changed"):
+        train_run(s, None, tmp_path / "r", threads=1, force=True)
+    assert run.recorded_metrics(s) == first and run.read_metrics() == first
+    other = make_splits()
+    other.checksum, other.identity = "feedface", "folder:another"
+    run.metrics_path.unlink()
+    with pytest.raises(RunError, match="prepared from folder:another"):
+        train_run(s, other, tmp_path / "r", threads=1)
+    assert run.recorded_metrics(s) == first  # the record survived the refusal
+
+
+def test_a_checkpoint_of_other_data_is_not_resumed(tmp_path, data, caplog):
+    s = spec(epochs=3)
+    assert train_run(s, data, tmp_path / "r", threads=1, stop_after=2) is None
+    other = make_splits(n_train=300, n_val=100, n_test=100)
+    other.train.images[:] = 255 - other.train.images  # another data set, same shapes
+    other.checksum = "feedface"
+    with caplog.at_level("WARNING"):
+        resumed = train_run(s, other, tmp_path / "r", threads=1)
+    assert "starting again from epoch 1" in caplog.text
+    fresh = train_run(s, other, tmp_path / "fresh", threads=1)
+    timing = {"seconds", "images_per_second", "started", "finished"}
+    assert {k: v for k, v in resumed.items() if k not in timing} == \
+        {k: v for k, v in fresh.items() if k not in timing}

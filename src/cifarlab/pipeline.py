@@ -123,14 +123,15 @@ def data_state(config: dict, cache: str | Path, write: bool = True) -> DataState
     sources = [Path(f) for f in data_inputs(config)]
     reason = ""
     if meta is None:
-        reason = f"{cache} is missing or unreadable"
+        reason = f"{cache} is missing, unreadable or from an older cifarlab"
     elif meta["identity"] != wanted:
         reason = f"{cache} holds {meta['identity']}, but the config asks for {wanted}"
     elif meta["request"] and meta["request"] != request:
         # A cache prepared by hand (`cifarlab prepare`, no request) is used as it is.
         reason = f"{cache} was prepared with other arguments ({meta['request']})"
-    elif had_manifest and any(f.exists() and f.stat().st_mtime > manifest.stat().st_mtime
-                              for f in sources):
+    elif any(f.exists() and f.stat().st_mtime > cache.stat().st_mtime for f in sources):
+        # Against the cache, not the manifest: a manifest rebuilt after a failed prepare
+        # must not hide a source that changed.
         reason = f"the data source {sources[0]} is newer than {cache}"
     if meta is not None and meta["identity"] == wanted:
         # Sizes the data cannot hold stop the planning here, before anything is written.

@@ -211,8 +211,10 @@ def make_figures(tables: Path, runs_dir: Path, out: Path) -> list[Path]:
     for model in models:
         rids = baseline(model)
         r = runs.set_index("run_id").loc[rids[0]]
+        best = ("no completed epoch" if pd.isna(r["best_epoch"])
+                else f"best val at epoch {int(r['best_epoch'])}")
         written += _save(fig_curves(h, rids, f"{_fmt_title(model)} baseline: loss and accuracy "
-                                    f"(best val at epoch {int(r['best_epoch'])})"),
+                                    f"({best})"),
                          out, f"curves_{model}")
     for name, exp in t.experiments.items():
         if name not in set(points["experiment"]):

@@ -77,6 +77,7 @@ class RunState:
     train_seconds: float = 0.0
     started: str | None = None
     rng: dict[str, Any] = field(default_factory=dict)
+    data_checksum: str | None = None  # the data the epochs so far were trained on
 
     @property
     def epochs_done(self) -> int:
@@ -87,7 +88,8 @@ class RunState:
         """The checkpoint's on-disk form (plain containers and tensors: weights_only-safe)."""
         return {"model": self.model, "optimizer": self.optimizer, "history": self.history,
                 "best": self.best, "seconds": self.seconds,
-                "train_seconds": self.train_seconds, "started": self.started, "rng": self.rng}
+                "train_seconds": self.train_seconds, "started": self.started, "rng": self.rng,
+                "data_checksum": self.data_checksum}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunState:
@@ -98,7 +100,8 @@ class RunState:
             raise KeyError(f"missing {', '.join(missing)}")
         return cls(model=d["model"], optimizer=d["optimizer"], history=d["history"],
                    best=d["best"], seconds=d["seconds"], train_seconds=d["train_seconds"],
-                   started=d.get("started"), rng=d["rng"])
+                   started=d.get("started"), rng=d["rng"],
+                   data_checksum=d.get("data_checksum"))
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -138,13 +141,18 @@ def _is_disk_full(exc: BaseException) -> bool:
 
 def _link_or_copy(src: Path, dest: Path) -> None:
     """``dest`` becomes a hard link to ``src`` (a copy where links are not possible)."""
+    if dest.exists() and os.path.samefile(src, dest):
+        return  # linked already (os.replace onto the same file would leave tmp behind)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     try:
-        os.link(src, tmp)
-    except OSError:  # another file system, or one without hard links
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+        try:
+            os.link(src, tmp)
+        except OSError:  # another file system, or one without hard links
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _format_value(value: Any) -> str:
@@ -245,8 +253,15 @@ class RunDir:
         self.remove_checkpoint()
 
     def write_record(self) -> None:
-        """Record a run that completed before records existed (its outputs are whole)."""
-        self.finish(self.read_metrics())
+        """Record a run that completed before records existed (its outputs are whole).
+
+        Links only: the outputs keep their times, so nothing downstream is redone.
+        """
+        rec = self.record
+        rec.path.mkdir(parents=True, exist_ok=True)
+        rec.metrics_path.unlink(missing_ok=True)
+        for role in RECORDED:  # metrics.json last: the record's completion marker
+            _link_or_copy(self.path / FILES[role], rec.path / FILES[role])
 
     def outputs_complete(self) -> bool:
         """True when every recorded output (spec, history, best, metrics) exists."""
@@ -315,9 +330,9 @@ class RunDir:
         try:
             return json.loads(self.metrics_path.read_text())
         except json.JSONDecodeError as exc:
-            raise RunFileError(f"{self.metrics_path} is not valid JSON ({exc}); delete it to "
-                               "re-evaluate the run (its checkpoint is gone, so the run "
-                               "trains again)") from None
+            raise RunFileError(f"{self.metrics_path} is not valid JSON ({exc}); delete it: "
+                               "the run's outputs are restored from its record, or, for a run "
+                               "without one, it trains again") from None
 
     def write_metrics(self, metrics: dict) -> None:
         """Write metrics.json: the run's completion marker, so it is written last."""

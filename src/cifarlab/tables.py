@@ -91,10 +91,12 @@ class StudyTables:
 
     def baseline(self, model: str) -> pd.DataFrame:
         """The model's baseline runs (one per seed); when no experiment holds the baseline,
-        the model's best run by validation accuracy."""
+        the model's best run by validation accuracy (its first run when none has one)."""
         r = self.runs
         b = r[(r["model"] == model) & r["baseline"]]
-        return b if not b.empty else r[r["model"] == model].nlargest(1, "val_acc")
+        if b.empty:
+            b = r[r["model"] == model].nlargest(1, "val_acc")
+        return b if not b.empty else r[r["model"] == model].head(1)  # every run diverged
 
     def effect(self, key: tuple[str, str, str, str]) -> pd.Series | None:
         """The effect of id (experiment, model, a, b), or None when not measured."""

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from .data import Splits
 from .models import build_model, count_parameters, model_entry
-from .rundir import HISTORY_COLUMNS, RunDir, RunState
+from .rundir import HISTORY_COLUMNS, RunDir, RunFileError, RunState
 from .system import cpu_model, tune_cpu_allocator
 
 __all__ = ["train_run", "train_epoch", "resolve_device", "set_threads", "normalize", "evaluate",
@@ -300,21 +300,24 @@ def _claim(run: RunDir, spec: dict, force: bool, data: Splits | None) -> dict | 
     A completed run is never trained again: when Snakemake deleted its outputs (to rerun
     the job after a rebuilt data cache, a killed controller or --forcerun), they are
     restored from the run's record. Only ``force``, or data whose checksum differs from the
-    one the run was trained on, trains it again.
+    one the run was trained on, trains it again, and only once the data is known to be
+    usable: nothing is deleted before that.
     """
     old_spec = run.read_spec()
     if old_spec is not None and old_spec != spec and not force:
         raise RunError(f"{run.path} holds a run with a different spec; choose another folder "
                        "or pass --force to discard it")
     if force:
+        _usable(run, spec, data, "--force retrains it")
         run.clear()
     elif (recorded := run.recorded_metrics(spec)) is not None:
         trained_on = recorded.get("data_checksum")
         if data is not None and trained_on not in (None, data.checksum):
+            _usable(run, spec, data, "its data changed")
             log.warning("run %s was trained on data with checksum %s, but the data now has "
                         "checksum %s: training it again", run.name, trained_on, data.checksum)
             run.clear()
-        elif run.is_complete and run.outputs_complete():
+        elif run.is_complete and run.outputs_complete() and _readable(run):
             log.info("run %s is complete; not training it again (--force retrains)", run.name)
             return run.read_metrics()
         else:
@@ -327,6 +330,22 @@ def _claim(run: RunDir, spec: dict, force: bool, data: Splits | None) -> dict | 
         return run.read_metrics()
     run.write_spec(spec)
     return None
+
+
+def _usable(run: RunDir, spec: dict, data: Splits | None, why: str) -> None:
+    """Refuse, before anything is deleted, to retrain without usable data."""
+    if data is None:
+        raise RunError(f"run {run.name}: {why}, which needs the data cache (--data "
+                       "results/data/cifar10.npz); nothing was changed")
+    _check_data(spec, data)
+
+
+def _readable(run: RunDir) -> bool:
+    try:
+        run.read_metrics()
+    except RunFileError:
+        return False  # a damaged metrics.json: restored from the record instead
+    return True
 
 
 def train_run(
@@ -357,8 +376,15 @@ def train_run(
     _check_data(spec, data)
     t = Trainer(spec, data, device=device, threads=threads, channels_last=channels_last)
     state = run.load_state(map_location=t.device)
+    if state is not None and state.data_checksum not in (None, data.checksum):
+        log.warning("run %s: its checkpoint was trained on data with checksum %s, but the "
+                    "data now has checksum %s: starting again from epoch 1", run.name,
+                    state.data_checksum, data.checksum)
+        run.remove_checkpoint()
+        state = None
     if state is None:
-        state = RunState(started=datetime.now(UTC).isoformat(timespec="seconds"))
+        state = RunState(started=datetime.now(UTC).isoformat(timespec="seconds"),
+                         data_checksum=data.checksum)
     else:
         t.restore(state)
         log.info("resuming %s after epoch %d of %d", run.name, state.epochs_done,
