@@ -155,10 +155,6 @@ def _link_or_copy(src: Path, dest: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _format_value(value: Any) -> str:
-    return str(value)  # Python's repr of floats: round-trips exactly through the CSV
-
-
 class RunDir:
     """The folder of one run: its paths and the load/save of each of its files."""
 
@@ -300,7 +296,8 @@ class RunDir:
     def write_history(self, history: list[dict]) -> None:
         """Write history.csv from rows holding every HISTORY_COLUMNS key."""
         lines = [",".join(HISTORY_COLUMNS)]
-        lines += [",".join(_format_value(row[c]) for c in HISTORY_COLUMNS) for row in history]
+        # str() of a float is its shortest repr: it round-trips exactly through the CSV.
+        lines += [",".join(str(row[c]) for c in HISTORY_COLUMNS) for row in history]
         text = "\n".join(lines) + "\n"
         atomic_write(self.history_path, lambda p: p.write_text(text))
 
