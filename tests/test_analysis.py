@@ -140,7 +140,16 @@ def test_runs_table_carries_the_training_machines(study):
 def test_figures_draw_what_is_promised_with_the_declared_axis(study, monkeypatch):
     root = study["root"]
     out = root / "figures"
+    titles: dict[str, str] = {}
+    save = plots._save
+
+    def record(fig, folder, name):  # the title each figure is saved with
+        titles[name] = fig._suptitle.get_text()
+        return save(fig, folder, name)
+
+    monkeypatch.setattr(plots, "_save", record)
     written = plots.make_figures(root / "tables", root / "runs", out)
+    monkeypatch.setattr(plots, "_save", save)
     names = {p.stem for p in written if p.suffix == ".png" and p.parent == out}
     assert {"weight_decay_mlp", "weight_decay_summary", "ablation_mlp", "ablation_cnn",
             "first_layer_mlp", "first_layer_cnn", "curves_mlp", "curves_cnn"} <= names
@@ -148,6 +157,18 @@ def test_figures_draw_what_is_promised_with_the_declared_axis(study, monkeypatch
     exp = experiments_from_config(CONFIG["experiments"])["weight_decay"]
     fig = plots.fig_sweep_summary(table, "t", exp.axis, exp.scale == "log")
     assert fig.axes[0].get_xscale() == "log" and fig.axes[0].get_xlabel() == "weight decay"
+    # Titles: one parenthetical remark each (never ") (" or doubled brackets), readable
+    # experiment names instead of config keys, and the number of filters really shown.
+    for name, title in titles.items():
+        assert ") (" not in title and "((" not in title and "))" not in title, (name, title)
+        assert "weight_decay" not in title and ": ablation" not in title, (name, title)
+    assert titles["curves_mlp"] == ("MLP baseline: loss and accuracy (best val at epoch 2; "
+                                    "mean and 95% band over 3 seeds)")
+    assert titles["ablation_cnn"] == "Ablation: CNN"
+    assert titles["weight_decay_mlp"] == "Weight decay sweep: MLP"
+    assert titles["weight_decay_summary"].startswith("Weight decay: accuracy")
+    assert "(all 2 filters," in titles["first_layer_cnn"]  # channels [2, 2]: not "first 64"
+    assert "(all 4 units," in titles["first_layer_mlp"]  # hidden = 4
     # A promised figure that is not drawn is an error, never a silent gap.
     promised = plots.figure_names
     monkeypatch.setattr(plots, "figure_names", lambda *a: [*promised(*a), "never_drawn"])
@@ -169,7 +190,9 @@ def test_report_sections_follow_the_experiment_kinds(study):
                         profile="unit")
     sections = reporting.experiment_sections(v)
     assert "## The effect of BatchNorm and Dropout" in sections  # asked for by `section:`
-    assert "## Sweep `weight_decay` over weight decay" in sections  # the generic sweep one
+    assert "## Weight decay\n" in sections  # the generic sweep one, titled for people
+    assert "Experiment `weight_decay`, a sweep over weight decay" in sections
+    assert "*Weight decay, MLP: accuracy curves per weight decay*" in sections
     assert "weight decay = 0.001" in sections  # its best value on validation
     assert "figures/weight_decay_summary.png" in sections
     findings = reporting.findings(v)
@@ -223,3 +246,70 @@ def test_training_flag_numbers_are_the_layers_behaviour():
     d = demonstrate_training_flag()
     assert abs(d["bn_train_mean"]) < 1e-5 and math.isclose(d["bn_train_std"], 1, rel_tol=0.01)
     assert math.isclose(d["dropout_scale"], 2.0) and d["dropout_eval_mean"] == 1.0
+
+
+def _table_row(markdown: str, first_cell: str) -> list[str]:
+    """The cells of the Markdown table row whose first cell is ``first_cell``."""
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0] == first_cell:
+            return cells
+    raise AssertionError(f"no row {first_cell!r} in\n{markdown}")
+
+
+def _view(study) -> ReportView:
+    return ReportView.load(study["root"] / "tables", "figures", study["root"] / "runs",
+                           profile="unit")
+
+
+def test_findings_count_the_study_findings_and_give_each_margin(study):
+    findings = reporting.findings(_view(study))
+    # 5 of the study's 8 findings are measured here (no dropout2d, no batch-size sweep);
+    # BN (MLP, CNN) and CNN > MLP reproduce. The total stays the study's 8.
+    assert "**3 of 8 findings reproduced.**" in findings
+    assert "3 of the study's 8 findings are not measured" in findings
+    head = _table_row(findings, "finding (study)")
+    assert "margin (SE)" in head
+    bn = dict(zip(head, _table_row(findings, "BatchNorm raises MLP test accuracy"),
+                  strict=True))
+    # full - no_bn per seed 5.0, 4.8, 4.6: SE = 0.2 / sqrt(3); lower end 4.8 - 4.303 SE.
+    se = 0.2 / math.sqrt(3)
+    assert float(bn["margin (SE)"]) == pytest.approx(4.8 / se - 4.3027, abs=0.01)
+    # Dropout in the CNN: zero lies inside the interval, so the margin is negative.
+    dropout = dict(zip(head, _table_row(findings, "Dropout lowers CNN test accuracy"),
+                       strict=True))
+    assert float(dropout["margin (SE)"]) < 0
+    assert "*Margin (SE)*:" in findings and "t = 4.30 for 3 seeds" in findings
+
+
+def test_reproduction_does_not_call_a_row_without_a_number_reproduced(study):
+    text = reporting.reproduction(_view(study))
+    head = _table_row(text, "quantity")
+    row = dict(zip(head, _table_row(text, "effect: ablation: cnn - mlp at full"), strict=True))
+    # CNN > MLP is a finding without a published number: its direction is reproduced,
+    # but no published value lies in any interval.
+    assert row["published"] == "no published value"
+    assert row["verdict"] != "reproduced" and row["verdict"].startswith("no published value")
+    numbered = dict(zip(head, _table_row(text, "test_acc (baseline)"), strict=True))
+    assert numbered["published"] == "56.09"
+
+
+def test_ablation_figures_name_two_separate_ablations(study):
+    sections = reporting.experiment_sections(_view(study))
+    assert "full vs no BatchNorm vs no Dropout" not in sections
+    assert ("*MLP ablations, three separate runs per seed: full (BatchNorm and Dropout); "
+            "no BatchNorm (Dropout kept); no Dropout (BatchNorm kept)*") in sections
+
+
+def test_first_layer_captions_state_the_units_shown(study):
+    text = reporting.figures_of_features(_view(study))
+    assert "(all 2 filters, each scaled to its own range)" in text  # CNN channels [2, 2]
+    assert "(all 4 units, each scaled to its own range)" in text  # MLP hidden = 4
+    assert "first 64" not in text
+
+
+def test_hyperparameters_print_settings_as_the_config_writes_them(study):
+    text = reporting.hyperparameters(_view(study))
+    mlp = _table_row(text, "MLP")
+    assert mlp[3:5] == ["1e-3", "1e-3"]  # lr, weight decay: not "1e-03"
+    assert "1e-05" not in text and "1e-5" in text

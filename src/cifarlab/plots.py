@@ -23,6 +23,7 @@ from scipy import stats  # noqa: E402
 
 from .models import MODELS, display_name  # noqa: E402
 from .pipeline import figure_names  # noqa: E402
+from .reporting.format import first_layer_caption, readable_title, shown_units  # noqa: E402
 from .rundir import RunDir  # noqa: E402
 from .tables import StudyTables  # noqa: E402
 
@@ -89,7 +90,19 @@ def _fmt_title(model: str) -> str:
     return display_name(model)
 
 
-def fig_curves(h: Histories, rids: list[str], title: str) -> plt.Figure:
+def with_notes(title: str, *notes: str) -> str:
+    """``title`` with its notes in one pair of parentheses, "; "-separated.
+
+    Appending each note in its own parentheses gave titles such as "... (best val at
+    epoch 4) (mean and 95% band over 3 seeds)"; one group reads as one remark.
+    """
+    notes = tuple(n for n in notes if n)
+    return f"{title} ({'; '.join(notes)})" if notes else title
+
+
+def fig_curves(h: Histories, rids: list[str], title: str, note: str = "") -> plt.Figure:
+    """Loss and accuracy curves of ``rids`` (mean and 95% band over seeds); ``note`` joins
+    the band's description in the title's one parenthetical remark."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, metric in zip(axes, ("loss", "acc"), strict=True):
         for split, color in (("train", "tab:blue"), ("val", "tab:orange")):
@@ -99,8 +112,7 @@ def fig_curves(h: Histories, rids: list[str], title: str) -> plt.Figure:
         ax.set_ylabel("cross-entropy loss" if metric == "loss" else "accuracy (%)")
         ax.legend()
     n = len(rids)
-    suffix = f" (mean and 95% band over {n} seeds)" if n > 1 else ""
-    fig.suptitle(title + suffix)
+    fig.suptitle(with_notes(title, note, f"mean and 95% band over {n} seeds" if n > 1 else ""))
     return fig
 
 
@@ -144,6 +156,7 @@ def fig_sweep_curves(h: Histories, groups, title: str, key: str) -> plt.Figure:
 
 
 def fig_sweep_summary(table: pd.DataFrame, title: str, xlabel: str, log_x: bool) -> plt.Figure:
+    """Accuracy at the best-validation epoch against a sweep's value, one panel a model."""
     models = list(dict.fromkeys(table["model"]))
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
@@ -167,7 +180,7 @@ def fig_sweep_summary(table: pd.DataFrame, title: str, xlabel: str, log_x: bool)
         ax.set_ylabel("accuracy (%)")
         ax.set_title(_fmt_title(model))
         ax.legend(fontsize=8)
-    fig.suptitle(title + " (error bars: 95% interval)")
+    fig.suptitle(with_notes(title, "error bars: 95% interval"))
     return fig
 
 
@@ -180,6 +193,7 @@ def _unit_images(w: torch.Tensor, n: int) -> np.ndarray:
 
 
 def fig_weights(panels: list[tuple[str, np.ndarray]], title: str, cols: int = 8) -> plt.Figure:
+    """Grids of first-layer unit images, one panel per (name, images) pair."""
     rows = math.ceil(max(len(p[1]) for p in panels) / cols)
     fig, axes = plt.subplots(rows, cols * len(panels) + len(panels) - 1,
                              figsize=(1.1 * (cols * len(panels) + 1), 1.1 * rows + 0.8),
@@ -213,8 +227,8 @@ def make_figures(tables: Path, runs_dir: Path, out: Path) -> list[Path]:
         r = runs.set_index("run_id").loc[rids[0]]
         best = ("no completed epoch" if pd.isna(r["best_epoch"])
                 else f"best val at epoch {int(r['best_epoch'])}")
-        written += _save(fig_curves(h, rids, f"{_fmt_title(model)} baseline: loss and accuracy "
-                                    f"({best})"),
+        written += _save(fig_curves(h, rids, f"{_fmt_title(model)} baseline: loss and "
+                                    "accuracy", best),
                          out, f"curves_{model}")
     for name, exp in t.experiments.items():
         if name not in set(points["experiment"]):
@@ -223,16 +237,19 @@ def make_figures(tables: Path, runs_dir: Path, out: Path) -> list[Path]:
             groups = t.point_runs(name, model)
             if not groups:
                 continue
-            title = f"{_fmt_title(model)}: {name}"
+            # A readable title, not the config key ("Dropout rate", not "dropout_rate").
             if exp.kind == "points":
-                fig = fig_compare(h, points, groups, title,
+                fig = fig_compare(h, points, groups,
+                                  f"{readable_title(name)}: {_fmt_title(model)}",
                                   "(best train, best val, test at best val) %")
             else:
-                fig = fig_sweep_curves(h, groups, f"{title} sweep", exp.axis)
+                fig = fig_sweep_curves(h, groups, f"{readable_title(name)} sweep: "
+                                       f"{_fmt_title(model)}", exp.axis)
             written += _save(fig, out, f"{name}_{model}")
         if exp.kind == "sweep":
-            fig = fig_sweep_summary(t.experiment_table(name), f"{name}: accuracy at the "
-                                    "best-validation epoch", exp.axis, exp.scale == "log")
+            fig = fig_sweep_summary(t.experiment_table(name), f"{readable_title(name)}: "
+                                    "accuracy at the best-validation epoch", exp.axis,
+                                    exp.scale == "log")
             written += _save(fig, out, f"{name}_summary")
 
     by_id = {rid: e["spec"] for rid, e in t.plan.items()}
@@ -243,7 +260,8 @@ def make_figures(tables: Path, runs_dir: Path, out: Path) -> list[Path]:
         rid = baseline(model)[0]
         spec = by_id[rid]
         w = entry.first_layer(RunDir(runs_dir / rid).load_model(spec))
-        units = 64 if w.shape[2] * w.shape[3] < 100 else 32
+        # Never more than the layer has: a 16-filter CNN shows 16, and the title says so.
+        units = shown_units(w.shape[0], w.shape[2], w.shape[3])
         p = spec["arch"].get("dropout", 0.0)
         panels = [(f"with Dropout (p={p:g})" if p > 0 else "baseline", _unit_images(w, units))]
         # The same run without dropout, when the grid has it: what dropout changes. The
@@ -255,10 +273,8 @@ def make_figures(tables: Path, runs_dir: Path, out: Path) -> list[Path]:
         if other is not None:
             panels.append(("without Dropout", _unit_images(
                 entry.first_layer(RunDir(runs_dir / other).load_model(by_id[other])), units)))
-        written += _save(fig_weights(panels, f"{entry.display} first-layer weights as "
-                                     f"{w.shape[2]}x{w.shape[3]} colour images (first {units} "
-                                     "units, each scaled to its own range)"),
-                         out, f"first_layer_{model}")
+        title = first_layer_caption(entry.display, w.shape[0], w.shape[2], w.shape[3])
+        written += _save(fig_weights(panels, title), out, f"first_layer_{model}")
     for rid in sorted(t.plan):
         written += _save(fig_curves(h, [rid], f"run {rid}"), out, f"runs/{rid}")
 

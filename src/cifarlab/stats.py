@@ -10,7 +10,7 @@ import numpy as np
 from scipy import stats
 
 __all__ = ["Interval", "mean_interval", "binomial_interval", "paired_effect", "verdict",
-           "published_verdict"]
+           "published_verdict", "effect_se", "margin_in_se"]
 
 LEVEL = 0.95
 
@@ -97,3 +97,40 @@ def published_verdict(published: float, interval: Interval) -> str:
     if interval.low <= published <= interval.high:
         return "reproduced"
     return "higher" if interval.low > published else "lower"
+
+
+def effect_se(sd: float, n: int, method: str) -> float:
+    """Standard error of an effect of effects.csv from its ``sd``, ``n_seeds`` and
+    ``interval`` columns.
+
+    A t interval over seeds stores the sd of the per-seed differences, so its standard
+    error is sd / sqrt(n); a one-seed binomial interval stores the standard error itself
+    (``paired_effect``). Anything else has none (nan).
+    """
+    if method == "t over seeds" and n >= 2:
+        return sd / math.sqrt(n)
+    if method.startswith("binomial"):
+        return sd
+    return math.nan
+
+
+def margin_in_se(difference: float, low: float, high: float, se: float) -> float:
+    """How far the interval's end nearer to zero lies from zero, in standard errors.
+
+    Positive: the interval excludes zero by that many standard errors; negative: zero lies
+    inside it, that many standard errors from the end. It equals |difference| / se minus
+    the interval's critical value (|t| - t_crit for a t interval), so it says how close a
+    verdict came to flipping, in the unit the interval is built from. nan without a
+    standard error; +/-inf when all seeds agree exactly (se = 0).
+    """
+    try:
+        difference, low, high, se = (float(x) for x in (difference, low, high, se))
+    except (TypeError, ValueError):
+        return math.nan
+    if not all(math.isfinite(x) for x in (difference, low, high, se)) or se < 0:
+        return math.nan
+    # The end on zero's side: the lower end of a positive effect, the upper of a negative.
+    near = low if difference > 0 else -high
+    if se == 0:
+        return math.copysign(math.inf, near) if near != 0 else math.nan
+    return near / se

@@ -11,16 +11,19 @@ import math
 from datetime import datetime
 
 import pandas as pd
+from scipy.stats import norm as norm_dist
+from scipy.stats import t as t_dist
 
 from .. import published
 from ..experiments import Experiment
-from ..models import MODELS, display_name
+from ..models import MODELS, build_model, display_name
 from ..rundir import RunDir
-from ..stats import accuracy_interval
-from .format import ci, md_table
+from ..stats import accuracy_interval, effect_se, margin_in_se
+from .format import ci, compact, first_layer_caption, md_table, num, readable_title
 from .view import EXPERIMENT_SECTIONS, ReportView, experiment_section
 
-__all__ = ["header", "findings", "failures", "data_section", "hyperparameters", "curves",
+__all__ = ["header", "findings", "study_findings_total", "failures", "data_section",
+           "hyperparameters", "curves",
            "accuracy", "model_contrast", "experiment_sections", "loss_gap", "training_flag",
            "figures_of_features", "reproduction", "effects_section", "runs_section",
            "effect_sentence", "experiment_view", "smallest_worst_best"]
@@ -35,9 +38,10 @@ def effect_sentence(v: ReportView, key: tuple[str, str, str, str], what: str) ->
         return f"- {display_name(model)}: {what} was not measured by this configuration."
     verdict = e["verdict"]
     if verdict in ("better", "worse"):
-        claim = f"{what} made test accuracy **{verdict}** by {abs(e['difference']):.2f} points"
+        claim = f"{what} made test accuracy **{verdict}** by {num(abs(e['difference']))} points"
     else:
-        claim = (f"{what} changed test accuracy by {e['difference']:+.2f} points, which is "
+        claim = (f"{what} changed test accuracy by {num(e['difference'], sign=True)} points, "
+                 "which is "
                  f"**{verdict}**")
     return f"- {display_name(model)}: {claim} ({ci(e['low'], e['high'])}, {e['interval']})."
 
@@ -50,7 +54,7 @@ def experiment_view(v: ReportView, name: str) -> pd.DataFrame:
     for col in ("train_acc", "val_acc", "test_acc"):
         view[f"{col.split('_')[0]} %"] = t[f"{col}_mean"]
     view["test 95% CI"] = [
-        "" if math.isnan(lo) else f"[{lo:.2f}, {hi:.2f}]"
+        "" if math.isnan(lo) else f"[{num(lo)}, {num(hi)}]"
         for lo, hi in zip(t["test_acc_low"], t["test_acc_high"], strict=True)]
     view["best epoch"] = t["best_epoch_mean"]
     return view
@@ -198,7 +202,8 @@ def hyperparameters(v: ReportView) -> str:
         arch = ", ".join(f"{k}={val}" for k, val in spec["arch"].items())
         rows.append({"model": display_name(m), "architecture": arch,
                      "optimizer": spec["optimizer"],
-                     "lr": spec["lr"], "weight decay": spec["weight_decay"],
+                     # 1e-3, not 1e-03: shorter, and the way the config writes it
+                     "lr": compact(spec["lr"]), "weight decay": compact(spec["weight_decay"]),
                      "batch": spec["batch_size"], "epochs": spec["epochs"],
                      "parameters": f"{int(b['n_params']):,}"})
     note = ("The study does not name the MLP's optimizer; cifarlab uses AdamW for both "
@@ -206,7 +211,8 @@ def hyperparameters(v: ReportView) -> str:
             "CIFAR-10 (not part of this run) found AdamW within about half a point of the "
             "published MLP numbers, while Adam with L2 weight decay 1e-3 underfits "
             "(about 43% train and 48% test accuracy).")
-    return "## Hyperparameters of the baselines\n\n" + md_table(pd.DataFrame(rows), ".0e") \
+    table = md_table(pd.DataFrame(rows), right=("lr", "weight decay", "parameters"))
+    return "## Hyperparameters of the baselines\n\n" + table \
         + "\n\n" + note
 
 
@@ -231,10 +237,10 @@ def accuracy(v: ReportView) -> str:
                                    if col == "test_acc" else 0)
             row[name] = iv.mean * 100
             row[f"{name.split()[0]} 95% CI"] = (
-                "" if math.isnan(iv.low) else f"[{iv.low * 100:.2f}, {iv.high * 100:.2f}]")
+                "" if math.isnan(iv.low) else f"[{num(iv.low * 100)}, {num(iv.high * 100)}]")
         p = MODELS[m].published if m in MODELS else None
         row["published train / val / test %"] = (
-            f"{p['train_acc']:.2f} / {p['val_acc']:.2f} / {p['test_acc']:.2f}" if p
+            f"{num(p['train_acc'])} / {num(p['val_acc'])} / {num(p['test_acc'])}" if p
             else "none (the study has no numbers for this model)")
         rows.append(row)
     return ("## Accuracy of the best-validation checkpoint\n\nTrain accuracy is the "
@@ -260,7 +266,7 @@ def model_contrast(v: ReportView) -> str:
         if why:
             out += [why, ""]
         out.append(f"Measured: {na} minus {nb} test accuracy at `{e['a']}` = "
-                   f"{e['difference']:+.2f} points ({ci(e['low'], e['high'])}): "
+                   f"{num(e['difference'], sign=True)} points ({ci(e['low'], e['high'])}): "
                    f"**{e['verdict']}**.")
     return "\n".join(out)
 
@@ -275,12 +281,13 @@ def _contrast_reason(a_model: str, b_model: str) -> str:
 @experiment_section("points")
 def points_section(v: ReportView, exp: Experiment) -> str:
     """Generic section of a named-points experiment: its effects, figures and table."""
-    out = [f"## Experiment `{exp.name}` (named points)", "",
-           f"Points: {', '.join(f'`{p}`' for p in exp.labels)}. Legends give (best train, "
-           "best val, test at best val) accuracy in %.", ""]
+    out = [f"## {readable_title(exp.name)}", "",
+           f"Experiment `{exp.name}` (named points): "
+           f"{', '.join(f'`{p}`' for p in exp.labels)}, each a separate run per seed. Legends "
+           "give (best train, best val, test at best val) accuracy in %.", ""]
     out += _effect_sentences(v, exp)
     out.append("")
-    out += [v.figure(f"{exp.name}_{m}", f"{display_name(m)}: {exp.name}")
+    out += [v.figure(f"{exp.name}_{m}", f"{readable_title(exp.name)}: {display_name(m)}")
             for m in v.tables.models_of(exp.name)]
     out.append(md_table(experiment_view(v, exp.name)))
     return "\n".join(out)
@@ -292,21 +299,22 @@ def sweep_section(v: ReportView, exp: Experiment) -> str:
     t = v.tables.experiment_table(exp.name)
     ref = ("the value with the best mean validation accuracy" if exp.reference == "best"
            else f"{exp.axis} = {exp.reference}")
-    out = [f"## Sweep `{exp.name}` over {exp.axis}", "",
-           f"Values: {', '.join(exp.labels)}; each is compared with {ref}.", ""]
+    out = [f"## {readable_title(exp.name)}", "",
+           f"Experiment `{exp.name}`, a sweep over {exp.axis}. Values: "
+           f"{', '.join(exp.labels)}; each is compared with {ref}.", ""]
     models = v.tables.models_of(exp.name)
     for m in models:
         tm = t[t["model"] == m]
         best = tm.loc[tm["val_acc_mean"].idxmax()]
         out.append(f"- {display_name(m)}: validation accuracy peaks at {exp.axis} = "
-                   f"{best['label']} ({best['val_acc_mean']:.2f}%; test "
-                   f"{best['test_acc_mean']:.2f}%).")
+                   f"{best['label']} ({num(best['val_acc_mean'])}%; test "
+                   f"{num(best['test_acc_mean'])}%).")
     out += _effect_sentences(v, exp)
     out.append("")
-    out += [v.figure(f"{exp.name}_{m}", f"{display_name(m)}: accuracy curves per "
-                     f"{exp.axis}") for m in models]
-    out.append(v.figure(f"{exp.name}_summary", f"Accuracy at the best-validation epoch "
-                        f"against {exp.axis}"))
+    out += [v.figure(f"{exp.name}_{m}", f"{readable_title(exp.name)}, {display_name(m)}: "
+                     f"accuracy curves per {exp.axis}") for m in models]
+    out.append(v.figure(f"{exp.name}_summary", f"{readable_title(exp.name)}: accuracy at "
+                        f"the best-validation epoch against {exp.axis}"))
     out.append(md_table(experiment_view(v, exp.name)))
     return "\n".join(out)
 
@@ -339,11 +347,11 @@ def loss_gap(v: ReportView) -> str:
         vbest = h.loc[h["val_acc"].idxmax()]
         out.append(
             f"- {display_name(m)}: after epoch 1 the training loss is "
-            f"{first['train_loss']:.3f} "
-            f"and the validation loss {first['val_loss']:.3f}; after the last epoch "
-            f"({int(last['epoch'])}) they are {last['train_loss']:.3f} and "
-            f"{last['val_loss']:.3f}. Validation loss is lowest at epoch "
-            f"{int(vmin['epoch'])} ({vmin['val_loss']:.3f}) while validation accuracy peaks "
+            f"{num(first['train_loss'], 3)} "
+            f"and the validation loss {num(first['val_loss'], 3)}; after the last epoch "
+            f"({int(last['epoch'])}) they are {num(last['train_loss'], 3)} and "
+            f"{num(last['val_loss'], 3)}. Validation loss is lowest at epoch "
+            f"{int(vmin['epoch'])} ({num(vmin['val_loss'], 3)}) while validation accuracy peaks "
             f"at epoch {int(vbest['epoch'])}.")
     out += ["",
             "Two things separate the curves. The training loss of an epoch is an average "
@@ -365,22 +373,53 @@ def figures_of_features(v: ReportView) -> str:
     out = ["## What the first layers learn", ""]
     for m in v.tables.models:
         if m in MODELS and MODELS[m].first_layer is not None:
-            out.append(v.figure(f"first_layer_{m}", f"{display_name(m)} first-layer "
-                                "weights (with and without Dropout where the grid has "
-                                "both)"))
+            # The layer's size comes from the baseline's spec (the same model the figure
+            # draws), so the caption cannot promise 64 filters of a 16-filter CNN.
+            spec = v.tables.spec(v.tables.baseline(m)["run_id"].iloc[0])
+            w = MODELS[m].first_layer(build_model(spec["model"], **spec["arch"]))
+            caption = first_layer_caption(display_name(m), w.shape[0], w.shape[2], w.shape[3])
+            out.append(v.figure(f"first_layer_{m}", f"{caption}; with and without Dropout "
+                                "where the grid has both"))
     return "\n".join(out)
 
 
+def study_findings_total() -> int:
+    """How many findings the study states: each of ``published.FINDINGS``, plus "the
+    smallest value is the worst" of each ``SMALLEST_IS_WORST`` sweep for each of the
+    study's models (those the registry holds published numbers for): 8 for the study."""
+    study_models = [m for m, entry in MODELS.items() if entry.published]
+    return len(published.FINDINGS) + len(published.SMALLEST_IS_WORST) * len(study_models)
+
+
+def _margin(e: pd.Series) -> float:
+    """The finding's effect interval's distance from zero in standard errors."""
+    se = effect_se(float(e["sd"]), int(e["n_seeds"]), str(e["interval"]))
+    return margin_in_se(e["difference"], e["low"], e["high"], se)
+
+
+def _critical_values(effects: list[pd.Series]) -> str:
+    """The critical values the findings' intervals use, e.g. "4.30 for 3 seeds"."""
+    out = []
+    for n in sorted({int(e["n_seeds"]) for e in effects if e["interval"] == "t over seeds"}):
+        out.append(f"t = {num(float(t_dist.ppf(0.975, n - 1)))} for {n} seeds")
+    if any(str(e["interval"]).startswith("binomial") for e in effects):
+        out.append(f"z = {num(float(norm_dist.ppf(0.975)))} for one seed")
+    return ", ".join(out)
+
+
 def findings(v: ReportView) -> str:
-    """The study's findings, each with its numbers and a verdict from the intervals."""
-    rows = []
+    """The study's findings, each with its numbers, its interval's distance from zero and
+    a verdict from the intervals; headed by how many of the study's findings reproduce."""
+    rows, used = [], []
     for finding, key, expect in published.FINDINGS:
         e = v.tables.effect(key)
         if e is None:
             continue
         got = e["verdict"]
+        used.append(e)
         rows.append({"finding (study)": finding, "measured (points)": e["difference"],
-                     "95% CI": ci(e["low"], e["high"]), "verdict": got,
+                     "95% CI": ci(e["low"], e["high"]), "margin (SE)": _margin(e),
+                     "verdict": got,
                      "status": "reproduced" if got == expect else "not reproduced"})
     for name in published.SMALLEST_IS_WORST:
         exp = v.tables.experiments.get(name)
@@ -393,21 +432,37 @@ def findings(v: ReportView) -> str:
             if row.empty:
                 continue
             r = row.iloc[0]
+            used.append(r)
             rows.append({"finding (study)": f"{exp.axis} {smallest['label']} is the worst "
                          f"({display_name(m)})", "measured (points)": r["difference"],
                          "95% CI": ci(r["low"], r["high"]) + f" vs {r['b']}",
-                         "verdict": r["verdict"],
+                         "margin (SE)": _margin(r), "verdict": r["verdict"],
                          "status": "reproduced" if worst["label"] == smallest["label"]
                          and r["verdict"] == "worse" else "not reproduced"})
     if not rows:
         return ""
     df = pd.DataFrame(rows)
     n_ok = int((df["status"] == "reproduced").sum())
+    total = max(study_findings_total(), len(df))
+    headline = f"**{n_ok} of {total} findings reproduced.**"
+    critical = _critical_values(used)
+    critical = f" ({critical})" if critical else ""
+    if len(df) < total:
+        # Unmeasured findings stay out of the table (nothing is claimed for them) but
+        # count against the total: "2 of 5" would hide that three were never tested.
+        headline += (f" {total - len(df)} of the study's {total} findings are not measured "
+                     "by this configuration (its experiments do not include them).")
     return ("## Findings: which of the study's claims this run reproduces\n\n"
-            f"{n_ok} of {len(df)} findings reproduced. A finding counts as reproduced only "
+            f"{headline} A finding counts as reproduced only "
             "when the 95% interval of the effect excludes zero in the study's direction; "
             "an interval that includes zero is reported as no detectable difference, "
-            "never as an effect.\n\n" + md_table(df))
+            "never as an effect.\n\n" + md_table(df) + "\n\n"
+            "*Margin (SE)*: how far the end of the 95% interval nearer to zero lies from "
+            "zero, in standard errors of the effect (SE = sd of the per-seed differences / "
+            "√n; with one seed, the binomial SE): positive means the interval clears zero "
+            "by that much, negative that zero lies inside it; it equals |effect| / SE minus "
+            f"the critical value{critical}, so a margin near 0 marks a verdict that slightly "
+            "different seeds could flip.")
 
 
 def reproduction(v: ReportView) -> str:
@@ -416,11 +471,26 @@ def reproduction(v: ReportView) -> str:
     if pub.empty:
         return ""
     view = pub[["quantity", "model", "published", "reproduced", "low", "high",
-                "difference", "verdict", "interval"]]
+                "difference", "verdict", "interval"]].copy()
+    # A finding the study states without a number (e.g. "Dropout2d beats Dropout") has no
+    # published value to lie in the interval; "reproduced" there would read as a
+    # numeric match. Say so, and keep what was compared: the study's direction.
+    no_value = view["published"].isna()
+    finding = (pub["published_finding"].astype(object) if "published_finding" in pub
+               else pd.Series("", index=pub.index, dtype=object)).fillna("").astype(str)
+    view["published"] = [("no published value" if missing else num(x))
+                         for x, missing in zip(view["published"], no_value, strict=True)]
+    view.loc[no_value, "verdict"] = [
+        f"no published value; the study's direction ({f or 'none stated'}): {verdict}"
+        for f, verdict in zip(finding[no_value], view.loc[no_value, "verdict"],
+                              strict=True)]
     return ("## Comparison with the published numbers\n\n"
             f"Published: {published.SOURCE}. Reproduced: profile `{v.profile}`. "
             "'reproduced' means the published value lies in the reproduced 95% interval; "
-            "'higher'/'lower' say where the reproduction lies.\n\n" + md_table(view))
+            "'higher'/'lower' say where the reproduction lies. Rows marked 'no published "
+            "value' are findings the study states without a number: only their direction "
+            "is compared (as in the findings above).\n\n"
+            + md_table(view, right=("published",)))
 
 
 def effects_section(v: ReportView) -> str:
@@ -453,14 +523,15 @@ def training_flag(v: ReportView) -> str:
         "",
         f"- BatchNorm1d in training mode normalises with the batch's own statistics: on a "
         f"batch with mean about 2 and sd about 3, the output has mean "
-        f"{d['bn_train_mean']:+.3f} and sd {d['bn_train_std']:.3f}, and the running "
-        f"estimates move towards the data (running mean {d['running_mean']:.2f}, running "
-        f"variance {d['running_var']:.2f} after 21 batches).",
+        f"{num(d['bn_train_mean'], 3, sign=True)} and sd {num(d['bn_train_std'], 3)}, and "
+        "the running "
+        f"estimates move towards the data (running mean {num(d['running_mean'])}, running "
+        f"variance {num(d['running_var'])} after 21 batches).",
         f"- In eval mode it uses those running estimates only, so a batch of 8 is mapped "
-        f"sample by sample (output mean {d['bn_eval_mean']:+.3f}), independent of the "
-        "rest of the batch.",
+        f"sample by sample (output mean {num(d['bn_eval_mean'], 3, sign=True)}), "
+        "independent of the rest of the batch.",
         f"- Dropout(p=0.5) in training mode zeroes {d['dropout_zero_fraction']:.1%} of "
-        f"10,000 ones and scales the survivors to {d['dropout_scale']:.1f}, keeping the "
-        f"mean at {d['dropout_train_mean']:.3f}; in eval mode it returns the input "
-        f"unchanged (mean {d['dropout_eval_mean']:.3f}).",
+        f"10,000 ones and scales the survivors to {num(d['dropout_scale'], 1)}, keeping the "
+        f"mean at {num(d['dropout_train_mean'], 3)}; in eval mode it returns the input "
+        f"unchanged (mean {num(d['dropout_eval_mean'], 3)}).",
     ])
