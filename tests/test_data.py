@@ -7,10 +7,13 @@ import io
 import json
 import os
 import pickle
+import re
+import signal
 import socket
 import struct
 import tarfile
 import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -250,10 +253,137 @@ def test_download_wrong_md5(official: Official, server: Server, tmp_path: Path,
                             monkeypatch: pytest.MonkeyPatch) -> None:
     server.routes["/cifar.tar.gz"] = (200, official.path.read_bytes(), None)
     monkeypatch.setattr(data, "_unpickle", _must_not_unpickle)
-    with pytest.raises(DataError, match="MD5"):
-        prepare("url", server.base + "/cifar.tar.gz", tmp_path / "c.npz", md5="0" * 32,
-                progress=False)
-    assert _dir_entries(tmp_path) == []
+    url = server.base + "/cifar.tar.gz"
+    with pytest.raises(DataError, match="MD5") as err:
+        prepare("url", url, tmp_path / "c.npz", md5="0" * 32, progress=False)
+    msg = str(err.value)
+    # Names the URL, the actual and the expected MD5, and the fixes (config key, flag, none).
+    assert f"MD5 of the download from {url} is {official.md5}, expected {'0' * 32}" in msg
+    assert "data.md5" in msg and "--md5" in msg and "none skips the check" in msg
+    assert "mirror" in msg and "'archive' source" in msg
+    assert _dir_entries(tmp_path) == []  # no archive, no .part
+
+
+def _progress_lines(err: str, desc: str = "cifar-10-python.tar.gz") -> list[str]:
+    return [line for line in err.splitlines() if line.startswith(f"{desc}: ")]
+
+
+def test_download_progress_in_a_log(official: Official, server: Server, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """stderr is not a terminal (as in `prepare ... > log 2>&1`): a plain line per 10 %."""
+    body = official.path.read_bytes()
+    server.routes["/cifar.tar.gz"] = (200, body, None)
+    monkeypatch.setattr(data, "_CHUNK", 4096)  # ~90 chunks of the ~370 kB test archive
+    capsys.readouterr()
+    prepare("url", server.base + "/cifar.tar.gz", tmp_path / "c.npz", md5=official.md5,
+            progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err  # no carriage-return bar updates
+    lines = _progress_lines(err)
+    assert len(lines) == 10, err  # 10 % ... 90 %, then the summary
+    total = f"{len(body) / 2**20:.1f}"
+    percents = []
+    for line in lines[:-1]:
+        match = re.fullmatch(rf"cifar-10-python\.tar\.gz: [0-9.]+ of {re.escape(total)} MiB "
+                             r"\((\d+)%\), [0-9.]+ MiB/s, \d+ s left", line)
+        assert match, line
+        percents.append(int(match[1]))
+    assert [p // 10 for p in percents] == list(range(1, 10))
+    assert re.fullmatch(rf"cifar-10-python\.tar\.gz: {re.escape(total)} MiB in [0-9.]+ s "
+                        r"\([0-9.]+ MiB/s\)", lines[-1])
+
+
+def test_progress_every_interval_when_size_unknown_and_bar_on_a_tty(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(data, "_LOG_INTERVAL_S", 0.0)  # a line at every update
+    log = io.StringIO()
+    with data._Progress(None, "x.tar.gz", "B", stream=log) as bar:  # no Content-Length
+        for _ in range(3):
+            bar.update(2**20)
+    lines = log.getvalue().splitlines()
+    assert [line.split(",")[0] for line in lines[:3]] == [
+        "x.tar.gz: 1.0 MiB so far", "x.tar.gz: 2.0 MiB so far", "x.tar.gz: 3.0 MiB so far"]
+    assert re.fullmatch(r"x\.tar\.gz: 3\.0 MiB in [0-9.]+ s \([0-9.]+ MiB/s\)", lines[3])
+    assert len(lines) == 4
+
+    failed = io.StringIO()
+    with pytest.raises(RuntimeError), data._Progress(None, "f", "B", stream=failed) as bar:
+        bar.update(5)
+        raise RuntimeError("stopped")
+    assert " in " not in failed.getvalue()  # no summary for work that did not complete
+
+    quiet = io.StringIO()
+    with data._Progress(10, "q", "B", enabled=False, stream=quiet) as bar:
+        bar.update(10)
+    assert quiet.getvalue() == ""
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty = Tty()
+    with data._Progress(10, "decoding images", "images", stream=tty) as bar:
+        bar.update(10)
+    assert "decoding images" in tty.getvalue() and "100%" in tty.getvalue()  # a tqdm bar
+
+
+def test_cli_no_progress(official: Official, server: Server, tmp_path: Path,
+                         capsys: pytest.CaptureFixture[str],
+                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from cifarlab.cli import main
+
+    server.routes["/cifar.tar.gz"] = (200, official.path.read_bytes(), None)
+    monkeypatch.setattr(data, "_CHUNK", 4096)
+    args = ["prepare", "--url", server.base + "/cifar.tar.gz", "--md5", official.md5,
+            "--out", str(tmp_path / "c.npz")]
+    capsys.readouterr()
+    assert main([*args, "--workdir", str(tmp_path / "quiet"), "--no-progress"]) == 0
+    assert _progress_lines(capsys.readouterr().err) == []
+    assert main([*args, "--workdir", str(tmp_path / "log")]) == 0
+    assert len(_progress_lines(capsys.readouterr().err)) == 10
+
+
+def test_interrupted_download_leaves_nothing_that_looks_complete(
+        official: Official, server: Server, tmp_path: Path) -> None:
+    body = official.path.read_bytes()
+    main = threading.main_thread().ident
+    assert main is not None
+
+    class HalfThenCtrlC(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            signal.pthread_kill(main, signal.SIGINT)  # Ctrl-C while the download runs
+            time.sleep(1)  # the rest never comes before the interrupt
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), HalfThenCtrlC)
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+    work = tmp_path / "work"
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            prepare("url", f"http://127.0.0.1:{httpd.server_address[1]}/cifar.tar.gz",
+                    tmp_path / "c.npz", md5=None, workdir=work, progress=False)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert _dir_entries(work) == []  # nothing under the archive's name, no .part
+
+    # A .part that a killed (SIGKILL) download left behind is never taken for the archive.
+    (work / ".cifar-10-python.tar.gz.dead.part").write_bytes(body)
+    server.routes["/cifar.tar.gz"] = (200, body, None)
+    meta = prepare("url", server.base + "/cifar.tar.gz", tmp_path / "c.npz", md5=None,
+                   workdir=work, progress=False)
+    assert meta["source_checksum"] == official.md5
+    assert len(server.requests) == 1
+    _assert_matches_official(load_cache(tmp_path / "c.npz"), official)
+    assert "cifar-10-python.tar.gz" in _dir_entries(work)
 
 
 # --------------------------------------------------------------------------- archive source
@@ -287,8 +417,9 @@ def test_archive_python3_pickles_no_numpy_warning(tmp_path: Path) -> None:
 def test_archive_wrong_md5_unpickles_nothing(official: Official, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(data, "_unpickle", _must_not_unpickle)
-    with pytest.raises(DataError, match=f"MD5 of .* is {official.md5}, expected c58f"):
+    with pytest.raises(DataError, match=f"MD5 of .* is {official.md5}, expected c58f") as err:
         prepare("archive", str(official.path), tmp_path / "c.npz", progress=False)
+    assert "data.md5 in the config, --md5 on the command line; none skips" in str(err.value)
     assert _dir_entries(tmp_path) == []
 
 
@@ -343,6 +474,156 @@ def test_unknown_kind_and_bad_md5(tmp_path: Path) -> None:
         prepare("ftp", "x", tmp_path / "c.npz")
     with pytest.raises(DataError, match="not an MD5"):
         prepare("archive", "x", tmp_path / "c.npz", md5="xyz")
+
+
+# --------------------------------------------------------------------------- extracted archive
+
+
+def _extract(archive: Path, root: Path) -> Path:
+    """What torchvision.datasets.CIFAR10(root, download=True) leaves: root/ with the
+    archive and the extracted cifar-10-batches-py/; returns root."""
+    root.mkdir(parents=True)
+    (root / "cifar-10-python.tar.gz").write_bytes(archive.read_bytes())
+    with tarfile.open(archive) as tar:
+        tar.extractall(root, filter="data")
+    return root
+
+
+_ARRAYS = ("train_images", "train_labels", "test_images", "test_labels", "classes")
+
+
+def test_extracted_archive_gives_the_archives_arrays(official: Official, tmp_path: Path) -> None:
+    root = _extract(official.path, tmp_path / "torchvision")
+    from_archive = tmp_path / "a.npz"
+    prepare("archive", str(official.path), from_archive, md5=official.md5, progress=False)
+    want = load_cache(from_archive)
+    checksums = set()
+    # The folder itself, or the folder torchvision was given (it also holds the .tar.gz).
+    for i, path in enumerate((root / "cifar-10-batches-py", root)):
+        out = tmp_path / f"d{i}.npz"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            meta = prepare("archive", str(path), out, md5=None, progress=False)
+        got = load_cache(out)
+        for key in _ARRAYS:
+            assert got[key].dtype == want[key].dtype and got[key].shape == want[key].shape
+            np.testing.assert_array_equal(got[key], want[key])
+        assert str(got["source_kind"]) == "official" == meta["source_kind"]
+        assert (meta["n_train"], meta["n_test"]) == (100, 20)
+        checksums.add(meta["source_checksum"])
+    # Not the official files: a checksum of the files' names and MD5s, the same either way.
+    (checksum,) = checksums
+    assert len(checksum) == 64 and checksum != official.md5
+
+
+def test_extracted_archive_reads_as_torchvision_does(official: Official, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """torchvision's own CIFAR10 reader, on the same folder, sees the same images."""
+    from torchvision.datasets import cifar
+
+    root = _extract(official.path, tmp_path / "tv")
+    # Its per-file MD5 checks know only the real files; these are a stand-in.
+    monkeypatch.setattr(cifar, "check_integrity", lambda *args, **kwargs: True)
+    out = tmp_path / "c.npz"
+    prepare("archive", str(root), out, md5=None, progress=False)
+    cache = load_cache(out)
+    for train, prefix in ((True, "train"), (False, "test")):
+        ds = cifar.CIFAR10(str(root), train=train, download=False)
+        np.testing.assert_array_equal(ds.data, cache[f"{prefix}_images"].transpose(0, 2, 3, 1))
+        np.testing.assert_array_equal(ds.targets, cache[f"{prefix}_labels"])
+        assert ds.classes == list(CLASSES)
+
+
+def test_extracted_official_files_checked_one_by_one(official: Official, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _extract(official.path, tmp_path / "tv")
+    folder = root / "cifar-10-batches-py"
+    # Pretend these are the official files: the table holds the real archive's MD5s.
+    file_md5s = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+    monkeypatch.setattr(data, "_OFFICIAL_FILE_MD5S", file_md5s)
+    out = tmp_path / "c.npz"
+    meta = prepare("archive", str(root), out, progress=False)  # default md5: the official one
+    # The official files hold the official archive's data: the same checksum, the same runs.
+    assert meta["source_checksum"] == data.OFFICIAL_MD5
+    assert prepare("archive", str(root), out, md5=None, progress=False)["source_checksum"] \
+        == data.OFFICIAL_MD5
+    good = out.read_bytes()
+
+    raw = bytearray((folder / "test_batch").read_bytes())
+    raw[-10] ^= 0xFF
+    (folder / "test_batch").write_bytes(raw)
+    actual = hashlib.md5(raw).hexdigest()
+    monkeypatch.setattr(data, "_unpickle", _must_not_unpickle)  # checked before unpickling
+    with pytest.raises(DataError) as err:
+        prepare("archive", str(root), out, progress=False)
+    msg = str(err.value)
+    assert f"{folder / 'test_batch'} is {actual}, expected {file_md5s['test_batch']}" in msg
+    assert "data_batch_1" not in msg  # only the files that differ
+    assert "extract cifar-10-python.tar.gz again" in msg and "none" in msg
+    assert out.read_bytes() == good  # the cache is left as it was
+
+    with pytest.raises(DataError, match="can only check an archive"):
+        prepare("archive", str(root), out, md5="1" * 32, progress=False)
+
+
+def test_extracted_archive_missing_files(official: Official, tmp_path: Path) -> None:
+    root = _extract(official.path, tmp_path / "tv")
+    folder = root / "cifar-10-batches-py"
+    (folder / "data_batch_3").unlink()
+    (folder / "batches.meta").unlink()
+    for path in (folder, root):
+        with pytest.raises(DataError) as err:
+            prepare("archive", str(path), tmp_path / "c.npz", md5=None, progress=False)
+        msg = str(err.value)
+        assert f"{folder} lacks data_batch_3, batches.meta" in msg
+        assert "data_batch_1, data_batch_2, data_batch_3, data_batch_4, data_batch_5, " \
+            "test_batch, batches.meta" in msg
+        assert "tar xzf cifar-10-python.tar.gz" in msg
+    assert f"{root / 'cifar-10-python.tar.gz'} is there: point data.path (--path) at it" in msg
+    assert not (tmp_path / "c.npz").exists()
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="holds neither the CIFAR-10 batch files nor a "
+                       "cifar-10-batches-py/ folder"):
+        prepare("archive", str(empty), tmp_path / "c.npz", md5=None, progress=False)
+    with pytest.raises(DataError, match="does not exist.*extracted from it"):
+        prepare("archive", str(tmp_path / "nope"), tmp_path / "c.npz", progress=False)
+
+
+def test_source_files(official: Official, tmp_path: Path) -> None:
+    root = _extract(official.path, tmp_path / "tv")
+    batches = [root / "cifar-10-batches-py" / n for n in (
+        "data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
+        "test_batch", "batches.meta")]
+    assert data.source_files("archive", root) == batches
+    assert data.source_files("archive", root / "cifar-10-batches-py") == batches
+    assert data.source_files("archive", official.path) == [official.path]
+    assert data.source_files("folder", str(root)) == [root]
+    assert data.source_files("url", "https://example.org/x.tar.gz") == []
+    batches[2].unlink()
+    assert data.source_files("archive", root) == [root]  # prepare says what is missing
+
+
+def test_extracted_archive_restricted_unpickler(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    pickles, _ = _official_pickles(np.random.default_rng(0))
+    pickles["data_batch_2"] = pickle.dumps({b"data": _Evil(marker), b"labels": []}, protocol=2)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name, payload in pickles.items():
+        (folder / name).write_bytes(payload)
+    with pytest.raises(DataError, match=r"refusing to unpickle .*system"):
+        prepare("archive", str(folder), tmp_path / "c.npz", md5=None, progress=False)
+    assert not marker.exists() and not (tmp_path / "c.npz").exists()
+
+
+def test_folder_source_points_an_extracted_archive_to_archive(official: Official,
+                                                               tmp_path: Path) -> None:
+    root = _extract(official.path, tmp_path / "tv")
+    for path in (root / "cifar-10-batches-py", official.path):
+        with pytest.raises(DataError, match="use data.source 'archive'"):
+            prepare("folder", str(path), tmp_path / "c.npz", progress=False)
 
 
 # --------------------------------------------------------------------------- folder source
@@ -412,6 +693,19 @@ def test_folder_directory(folder: Path, tmp_path: Path) -> None:
     # The checksum is stable and changes with the content.
     again = prepare("folder", str(folder), tmp_path / "d.npz", progress=False)
     assert again["source_checksum"] == meta["source_checksum"]
+
+
+def test_folder_decoding_progress_in_a_log(folder: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    prepare("folder", str(folder), tmp_path / "c.npz", progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = _progress_lines(err, "decoding images")
+    assert [line.split(" (")[0] for line in lines[:-1]] == [
+        f"decoding images: {n} of 70 images" for n in (7, 14, 21, 28, 35, 42, 49, 56, 63)]
+    assert re.fullmatch(r"decoding images: 70 images in [0-9.]+ s \([0-9]+ images/s\)",
+                        lines[-1])
 
 
 def test_folder_checksum_tracks_content(tmp_path: Path) -> None:

@@ -4,7 +4,9 @@ Three sources build the same cache (`prepare`):
 
 * ``url``: the official ``cifar-10-python.tar.gz`` fetched over http(s):// or file://,
   MD5-checked before anything is unpacked;
-* ``archive``: the same archive already on disk;
+* ``archive``: the same archive already on disk, or the ``cifar-10-batches-py/`` folder
+  extracted from it (what ``torchvision.datasets.CIFAR10(download=True)`` leaves), read
+  with the same restricted unpickler and checks and giving the same arrays;
 * ``folder``: an image-folder dataset (``train/<class>/*``, ``test/<class>/*``) as a
   directory or a tarball.
 
@@ -26,6 +28,7 @@ import secrets
 import sys
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -58,6 +61,7 @@ SPLIT_METHODS = ("auto", "head_tail", "stratified")
 ARCHIVE_NAME = "cifar-10-python.tar.gz"
 _BATCH_DIR = "cifar-10-batches-py"
 _TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+_BATCH_FILES = (*_TRAIN_BATCHES, "test_batch", "batches.meta")
 _IMAGE_SHAPE = (3, 32, 32)
 _CACHE_KEYS = (
     "train_images",
@@ -71,6 +75,7 @@ _CACHE_KEYS = (
 _CHUNK = 1 << 20
 _URL_TIMEOUT_S = 60.0
 _FOLDER_TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+_MD5_KEYS = "data.md5 in the config, --md5 on the command line; none skips the check"
 
 
 class DataError(RuntimeError):
@@ -105,7 +110,8 @@ def _check_md5(path: Path, actual: str, expected: str | None) -> None:
     if expected is not None and actual != expected:
         raise DataError(
             f"MD5 of {path} is {actual}, expected {expected}: the file is corrupted or not the "
-            "expected archive; delete it and download again, or pass the right --md5"
+            f"expected archive; delete it and download it again, or set the right MD5 "
+            f"({_MD5_KEYS})"
         )
 
 
@@ -216,15 +222,36 @@ def _parse_batch(obj: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, *_IMAGE_SHAPE), labels.astype(np.uint8)
 
 
+def _official_arrays(raw: dict[str, Any], where: str, sep: str) -> dict[str, np.ndarray]:
+    """The unpickled batches (``{"data_batch_1": obj, ..., "batches.meta": obj}``) of the
+    official archive or its extracted folder -> the cache's arrays; a batch is named
+    ``where + sep + name`` in messages."""
+    meta = raw["batches.meta"]
+    names = meta.get(b"label_names") if isinstance(meta, dict) else None
+    decoded = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names or ())
+    if decoded != CLASSES:
+        raise DataError(
+            f"{where}: batches.meta label_names are {list(decoded)}, expected {list(CLASSES)}; "
+            "this is not CIFAR-10 (perhaps CIFAR-100?); use the CIFAR-10 python archive"
+        )
+    train = [_parse_batch(raw[b], f"{where}{sep}{b}") for b in _TRAIN_BATCHES]
+    test_images, test_labels = _parse_batch(raw["test_batch"], f"{where}{sep}test_batch")
+    return {
+        "train_images": np.concatenate([t[0] for t in train]),
+        "train_labels": np.concatenate([t[1] for t in train]),
+        "test_images": test_images,
+        "test_labels": test_labels,
+    }
+
+
 def _read_official(path: Path) -> dict[str, np.ndarray]:
-    wanted = {*_TRAIN_BATCHES, "test_batch", "batches.meta"}
     raw: dict[str, Any] = {}
     try:
         with tarfile.open(path, "r:*") as tar:
             # One sequential pass: seeking backwards in a .gz means decompressing again.
             for member in tar:
                 base = _member_basename(member.name)
-                if base not in wanted:
+                if base not in _BATCH_FILES:
                     continue
                 if not member.isreg():
                     raise DataError(
@@ -239,38 +266,246 @@ def _read_official(path: Path) -> dict[str, np.ndarray]:
             f"cannot read {path} as a tar archive ({type(e).__name__}: {e}): it is truncated or "
             "corrupted; delete it and download it again"
         ) from e
-    missing = sorted(wanted - raw.keys())
+    missing = [m for m in _BATCH_FILES if m not in raw]
     if missing:
         raise DataError(
             f"{path} lacks {', '.join(f'{_BATCH_DIR}/{m}' for m in missing)}: it is not the "
             "official CIFAR-10 python archive; download cifar-10-python.tar.gz again"
         )
-    meta = raw["batches.meta"]
-    names = meta.get(b"label_names") if isinstance(meta, dict) else None
-    decoded = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names or ())
-    if decoded != CLASSES:
+    return _official_arrays(raw, str(path), ":")
+
+
+# --------------------------------------------------------------------------- extracted archive
+
+# The MD5 of each file of the official archive, as torchvision's CIFAR10 checks them
+# (torchvision/datasets/cifar.py): an extracted folder whose files all match holds exactly
+# the official archive's data, so it gets the archive's checksum (OFFICIAL_MD5) and runs
+# trained on either are the same runs.
+_OFFICIAL_FILE_MD5S = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+    "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+}
+
+
+def _batch_dir(location: Path) -> Path:
+    """The folder holding the batch files: `location` itself (``.../cifar-10-batches-py``),
+    or its ``cifar-10-batches-py/`` (the `root` torchvision was given). DataError, naming
+    the missing files and the fix, unless every batch file is there."""
+    direct = [n for n in _BATCH_FILES if (location / n).exists()]
+    nested = location / _BATCH_DIR
+    folder = location if direct or not nested.is_dir() else nested
+    missing = [n for n in _BATCH_FILES if not (folder / n).is_file()]
+    if not missing:
+        return folder
+    if folder is location and not direct:
+        what = f"{location} holds neither the CIFAR-10 batch files nor a {_BATCH_DIR}/ folder"
+    else:
+        what = f"{folder} lacks {', '.join(missing)}"
+    extract = f"tar xzf {ARCHIVE_NAME} makes {_BATCH_DIR}/"
+    if (location / ARCHIVE_NAME).is_file():
+        hints = [f"{location / ARCHIVE_NAME} is there: point data.path (--path) at it, or "
+                 f"extract it again ({extract})"]
+    else:
+        hints = [f"extract {ARCHIVE_NAME} again ({extract}), or point data.path (--path) at "
+                 "the .tar.gz itself"]
+    if (location / "train").is_dir() and (location / "test").is_dir():
+        hints.append("an image folder (train/<class>/*) is read by data.source 'folder'")
+    raise DataError(
+        f"{what}: an extracted CIFAR-10 python archive needs all of "
+        f"{', '.join(_BATCH_FILES)}; {'; '.join(hints)}"
+    )
+
+
+def _read_batch_dir(location: Path, md5: str | None) -> tuple[dict[str, np.ndarray], str]:
+    """Read an extracted official archive with the archive's checks; return (arrays,
+    checksum).
+
+    With the official MD5 (the default), every file is checked against the official
+    archive's per-file MD5s, before anything is unpickled; without one (md5 None) only the
+    restricted unpickler and the layout checks guard. The checksum is OFFICIAL_MD5 when all
+    files are the official ones, otherwise a sha256 over the files' names and MD5s.
+    """
+    if md5 is not None and md5 != OFFICIAL_MD5:
         raise DataError(
-            f"{path}: batches.meta label_names are {list(decoded)}, expected {list(CLASSES)}; "
-            "this is not CIFAR-10 (perhaps CIFAR-100?); use the CIFAR-10 python archive"
+            f"{location} is an extracted folder, and an MD5 ({md5}) can only check an archive; "
+            "point data.path (--path) at the .tar.gz to check it, or set data.md5 (--md5) to "
+            "none: the files are still read with the restricted unpickler and checked"
         )
-    train = [_parse_batch(raw[b], f"{path}:{b}") for b in _TRAIN_BATCHES]
-    test_images, test_labels = _parse_batch(raw["test_batch"], f"{path}:test_batch")
-    return {
-        "train_images": np.concatenate([t[0] for t in train]),
-        "train_labels": np.concatenate([t[1] for t in train]),
-        "test_images": test_images,
-        "test_labels": test_labels,
-    }
+    folder = _batch_dir(location)
+    raw_bytes: dict[str, bytes] = {}
+    digests: dict[str, str] = {}
+    for name in _BATCH_FILES:
+        path = folder / name
+        try:
+            raw_bytes[name] = path.read_bytes()
+        except OSError as e:
+            raise DataError(f"cannot read {path} ({e}); check its permissions") from e
+        digests[name] = hashlib.md5(raw_bytes[name]).hexdigest()
+    official = all(digests[n] == _OFFICIAL_FILE_MD5S[n] for n in _BATCH_FILES)
+    if md5 is not None and not official:
+        bad = [n for n in _BATCH_FILES if digests[n] != _OFFICIAL_FILE_MD5S[n]]
+        details = "; ".join(
+            f"{folder / n} is {digests[n]}, expected {_OFFICIAL_FILE_MD5S[n]}" for n in bad
+        )
+        raise DataError(
+            f"MD5 mismatch in the extracted CIFAR-10 folder {folder}: {details}. The files are "
+            f"corrupted or not the official ones; extract {ARCHIVE_NAME} again (or use the "
+            "'url' source), or set data.md5 (--md5) to none to read them unchecked"
+        )
+    raw = {}
+    for name in _BATCH_FILES:
+        raw[name] = _unpickle(raw_bytes.pop(name), str(folder / name))
+    if official:
+        checksum = OFFICIAL_MD5
+    else:
+        listing = "".join(f"{digests[n]}  {n}\n" for n in _BATCH_FILES)
+        checksum = hashlib.sha256(listing.encode()).hexdigest()
+    return _official_arrays(raw, str(folder), "/"), checksum
+
+
+# --------------------------------------------------------------------------- progress
+
+# A log line per tenth of the work, or per 30 s when that takes longer (or the size is
+# unknown), whichever comes first.
+_LOG_STEPS = 10
+_LOG_INTERVAL_S = 30.0
+_MIB = float(1 << 20)
+
+
+def _is_tty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):  # no isatty, or a closed stream
+        return False
+
+
+class _Progress:
+    """Progress of a download (unit "B") or of decoding (any other unit) on stderr.
+
+    On a terminal: a tqdm bar. Otherwise (a log: the pipeline runs ``cifarlab prepare ... >
+    log 2>&1``) plain lines, one per 10 % or per 30 s, whichever comes first, and a last one
+    with the total and the mean rate, e.g. ``cifar-10-python.tar.gz: 34.0 of 162.6 MiB
+    (21%), 5.1 MiB/s, 25 s left``, instead of a carriage-return update every 0.1 s. Disabled:
+    silent. Use as a context manager; the last line is written only when the work completes.
+    """
+
+    def __init__(self, total: int | None, desc: str, unit: str, enabled: bool = True,
+                 stream: Any = None) -> None:
+        self.total = total if total else None  # 0 or unknown: no percentages
+        self.desc, self.unit, self.enabled = desc, unit, enabled
+        self.stream = sys.stderr if stream is None else stream
+        self.done = 0
+        self._bar: Any = None
+        self._start = self._last_time = time.monotonic()
+        self._next_step = 1  # the next line at done / total >= _next_step / _LOG_STEPS
+        if enabled and _is_tty(self.stream):
+            from tqdm import tqdm
+
+            if unit == "B":
+                self._bar = tqdm(total=self.total, desc=desc, unit="B", unit_scale=True,
+                                 unit_divisor=1024, file=self.stream)
+            else:
+                self._bar = tqdm(total=self.total, desc=desc, unit=unit, file=self.stream,
+                                 mininterval=1.0)
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+        self.close(completed=exc_type is None)
+
+    def _amount(self, n: float) -> str:
+        return f"{n / _MIB:.1f}" if self.unit == "B" else f"{n:.0f}"
+
+    def _unit(self) -> str:
+        return "MiB" if self.unit == "B" else self.unit
+
+    def _rate(self, elapsed: float) -> str:
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        return f"{self._amount(rate)} {self._unit()}/s"
+
+    def _write(self, text: str) -> None:
+        self.stream.write(f"{self.desc}: {text}\n")
+        self.stream.flush()
+
+    def update(self, n: int) -> None:
+        """Count `n` more units done."""
+        self.done += n
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.update(n)
+            return
+        now = time.monotonic()
+        total = self.total
+        # In integers: 0.1 + 0.1 + 0.1 > 0.3. 100 % is said by close()'s summary line.
+        by_step = total is not None and self.done * _LOG_STEPS >= self._next_step * total
+        if total is not None and self.done >= total:
+            return
+        if not (by_step or now - self._last_time >= _LOG_INTERVAL_S):
+            return
+        elapsed = now - self._start
+        rate = self._rate(elapsed)
+        if total is None:
+            self._write(f"{self._amount(self.done)} {self._unit()} so far, {rate}")
+        else:
+            fraction = self.done / total
+            left = elapsed * (1 - fraction) / fraction if fraction else 0.0
+            self._write(f"{self._amount(self.done)} of {self._amount(total)} "
+                        f"{self._unit()} ({fraction:.0%}), {rate}, {left:.0f} s left")
+            while self.done * _LOG_STEPS >= self._next_step * total:
+                self._next_step += 1
+        self._last_time = now
+
+    def close(self, completed: bool = True) -> None:
+        """End the bar; in a log, write the summary line if the work `completed`."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        elif self.enabled and completed:
+            elapsed = time.monotonic() - self._start
+            self._write(f"{self._amount(self.done)} {self._unit()} in {elapsed:.1f} s "
+                        f"({self._rate(elapsed)})")
+        self.enabled = False  # closing twice writes nothing more
 
 
 # --------------------------------------------------------------------------- download
 
+# Why not torchvision.datasets.utils.download_url (torchvision 0.29.1)? It cannot keep what
+# this downloader guarantees:
+# * it writes straight to the final name: an interrupted or short download is left there,
+#   and with no MD5 (`none`) check_integrity() then takes it as complete; a failed MD5 check
+#   leaves the bad file in place too;
+# * a body shorter than its Content-Length passes silently (http.client does not raise);
+# * file:// URLs fail (AttributeError: the file response has no `.length`) after creating
+#   an empty file under the final name;
+# * its errors carry no hint: a bare URLError, or "File not found or corrupted." with no
+#   expected or actual MD5; a failed https download is retried over plain http;
+# * _get_redirect_url sends a full GET (a "Method: HEAD" header, not a HEAD request) before
+#   the real one: each download is requested twice, and 4 times after one redirect;
+# * progress is tqdm with no switch and no choice of stream: carriage-return updates every
+#   0.1 s in a log file; and urlopen has no timeout, so a stalled server hangs the job.
+# urllib here follows redirects itself (one GET per hop), reads file:// and http:// alike,
+# and check_integrity/calculate_md5 would only hash the file a second time.
+
 
 def _download(url: str, dest: Path, md5: str | None, workdir: Path, progress: bool) -> str:
-    """Stream `url` into `dest` (atomically), check its MD5, return the MD5."""
+    """Stream `url` into `dest`, check its MD5, return the MD5.
+
+    The bytes go to a hidden ``.cifar-10-python.tar.gz.*.part`` file in `workdir` that is
+    renamed to `dest` only once the download is whole and its MD5 matches, and removed on
+    any failure or interruption: a partial download never looks complete.
+    """
     hint = (
-        f"check the address and your connection, use a mirror URL, or download "
-        f"{ARCHIVE_NAME} yourself and use the 'archive' source, or an image folder ('folder')"
+        f"check the address and your connection, use a mirror (data.url, --url; file:// "
+        f"works), or download {ARCHIVE_NAME} yourself and use the 'archive' source "
+        "(data.path: the .tar.gz or its extracted cifar-10-batches-py/), or an image folder "
+        "('folder')"
     )
     fd, tmp_name = tempfile.mkstemp(dir=workdir, prefix=f".{ARCHIVE_NAME}.", suffix=".part")
     tmp = Path(tmp_name)
@@ -282,17 +517,9 @@ def _download(url: str, dest: Path, md5: str | None, workdir: Path, progress: bo
                 with urllib.request.urlopen(url, timeout=_URL_TIMEOUT_S) as resp:
                     length = resp.headers.get("Content-Length")
                     total = int(length) if length and length.isdigit() else None
-                    from tqdm import tqdm
-
-                    with tqdm(
-                        total=total,
-                        unit="B",
-                        unit_scale=True,
-                        unit_divisor=1024,
-                        desc=ARCHIVE_NAME,
-                        file=sys.stderr,
-                        disable=not progress or total is None,
-                    ) as bar:
+                    size = f"{total / _MIB:.1f} MiB" if total is not None else "size unknown"
+                    log.info("downloading %s (%s) to %s", url, size, dest)
+                    with _Progress(total, ARCHIVE_NAME, "B", progress) as bar:
                         while chunk := resp.read(_CHUNK):
                             out.write(chunk)
                             digest.update(chunk)
@@ -314,7 +541,8 @@ def _download(url: str, dest: Path, md5: str | None, workdir: Path, progress: bo
         if md5 is not None and actual != md5:
             raise DataError(
                 f"MD5 of the download from {url} is {actual}, expected {md5}: the server sent a "
-                f"corrupted or different file; retry, pass the right --md5, or {hint}"
+                "corrupted or different file (nothing was kept or unpacked); retry, set the "
+                f"right MD5 ({_MD5_KEYS}), or {hint}"
             )
         os.replace(tmp, dest)
         return actual
@@ -442,9 +670,13 @@ def _folder_root(tree: _Tree) -> str:
     subdirs = [n for n in _visible(tree.listdir("")) if tree.is_dir(n)]
     if len(subdirs) == 1 and has_splits(subdirs[0]):
         return subdirs[0]
+    hint = ""
+    if tree.is_dir(_BATCH_DIR) or tree.is_file("data_batch_1"):
+        hint = ("; this is the official python archive or its extracted "
+                f"{_BATCH_DIR}/ folder: use data.source 'archive' (--source archive)")
     raise DataError(
         f"{tree.where('')} has no train/ and test/ directories: an image-folder dataset needs "
-        "train/<class>/*.png|jpg and test/<class>/*.png|jpg"
+        f"train/<class>/*.png|jpg and test/<class>/*.png|jpg{hint}"
     )
 
 
@@ -505,8 +737,6 @@ def _read_folder(
     tree: _Tree, hash_files: bool, progress: bool
 ) -> tuple[dict[str, np.ndarray], str]:
     """Decode an image-folder tree; also return a sha256 over sorted relative paths + bytes."""
-    from tqdm import tqdm
-
     root = _folder_root(tree)
     listing = _list_folder(tree, root)
     # NHWC while decoding (what PIL gives), transposed to NCHW once at the end.
@@ -515,13 +745,14 @@ def _read_folder(
     jobs = [(rel, split, i) for split, e in listing.items() for i, (rel, _) in enumerate(e)]
     jobs.sort()  # sorted relative paths: the order the checksum is defined over
     digest = hashlib.sha256()
-    for rel, split, i in tqdm(jobs, desc="decoding images", unit="img", file=sys.stderr,
-                              disable=not progress, mininterval=1.0):
-        raw = tree.read(_join(root, rel))
-        if hash_files:
-            digest.update(rel.encode() + b"\0" + len(raw).to_bytes(8, "little"))
-            digest.update(raw)
-        images[split][i] = _decode(raw, tree.where(_join(root, rel)))
+    with _Progress(len(jobs), "decoding images", "images", progress) as bar:
+        for rel, split, i in jobs:
+            raw = tree.read(_join(root, rel))
+            if hash_files:
+                digest.update(rel.encode() + b"\0" + len(raw).to_bytes(8, "little"))
+                digest.update(raw)
+            images[split][i] = _decode(raw, tree.where(_join(root, rel)))
+            bar.update(1)
     arrays = {}
     for split in ("train", "test"):
         arrays[f"{split}_images"] = np.ascontiguousarray(images[split].transpose(0, 3, 1, 2))
@@ -630,9 +861,14 @@ def prepare(
     """Build the uint8 cache `out` from a CIFAR-10 source and return its metadata.
 
     kind: "url" (http://, https://, file:// of the official archive), "archive" (the
-    official archive on disk) or "folder" (image-folder directory or tarball).
+    official archive on disk, or the folder extracted from it: ``cifar-10-batches-py/``
+    itself or the folder holding it, as ``torchvision.datasets.CIFAR10(root,
+    download=True)`` leaves ``root``) or "folder" (image-folder directory or tarball).
     md5: expected MD5 of the archive/tarball; None skips the check (pickles are still only
     read with a restricted unpickler). For "folder" the default (official) MD5 is ignored.
+    An extracted archive is checked file by file against the official archive's files when
+    md5 is the official MD5 (then its checksum is the official MD5 too); another MD5 is
+    refused there, since only an archive can be checked against it.
     workdir: where the "url" source downloads to (default: out's directory); the verified
     download is kept there as cifar-10-python.tar.gz so that a rerun does not download again.
     Folder tarballs are vetted member by member (no absolute paths, "..", links or special
@@ -669,14 +905,20 @@ def prepare(
                 checksum = _download(location, archive, md5, workdir, progress)
         else:
             archive = Path(location).expanduser()
-            if not archive.is_file():
+            if not archive.exists():
                 raise DataError(
-                    f"archive {archive} does not exist; download {OFFICIAL_URL} there, or use "
-                    "the 'url' source to download it"
+                    f"{archive} does not exist; point the 'archive' source (config key "
+                    f"data.path, --path) at {ARCHIVE_NAME} or at the {_BATCH_DIR}/ folder "
+                    f"extracted from it, download {OFFICIAL_URL} there, or use the 'url' source "
+                    "to download it"
                 )
-            (checksum,) = _file_digests(archive, "md5")
-            _check_md5(archive, checksum, md5)
-        arrays = _read_official(archive)
+            if not archive.is_dir():
+                (checksum,) = _file_digests(archive, "md5")
+                _check_md5(archive, checksum, md5)
+        if kind == "archive" and archive.is_dir():  # extracted, as torchvision leaves it
+            arrays, checksum = _read_batch_dir(archive, md5)
+        else:
+            arrays = _read_official(archive)
         source_kind = "official"
 
     arrays["classes"] = np.array(CLASSES)
@@ -703,6 +945,25 @@ def prepare(
         "classes": list(CLASSES),
         "identity": identity,
     }
+
+
+def source_files(kind: str, location: str | Path) -> list[Path]:
+    """The local files `prepare` reads for a source, to track changes (Snakemake inputs,
+    modification times): the batch files of an extracted archive (overwriting one in place
+    leaves its folder's time alone), otherwise `location` itself; none for "url".
+
+    An extracted folder that lacks files gives `location`: `prepare` says what is missing.
+    """
+    if kind == "url":
+        return []
+    path = Path(location).expanduser()
+    if kind == "archive" and path.is_dir():
+        try:
+            folder = _batch_dir(path)
+        except DataError:
+            return [path]
+        return [folder / name for name in _BATCH_FILES]
+    return [path]
 
 
 def load_cache(path: Path) -> dict[str, np.ndarray]:
@@ -873,5 +1134,6 @@ __all__ = [
     "manifest_path",
     "prepare",
     "read_manifest",
+    "source_files",
     "write_manifest",
 ]
