@@ -65,7 +65,7 @@ class RunState:
 
     ``best`` is ``{"epoch", "val_acc", "state"}`` with ``state`` the best epoch's model
     state dict (None before the first completed epoch). ``rng`` holds the global torch
-    generator, the epoch-permutation generator and, on CUDA, the device generator.
+    generator, the epoch-permutation generator and, on CUDA or MPS, the device generator.
     """
 
     model: dict[str, Any] = field(default_factory=dict)

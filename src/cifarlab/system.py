@@ -11,6 +11,7 @@ import torch
 
 
 def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what ``platform`` knows of it."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -21,13 +22,17 @@ def cpu_model() -> str:
 
 
 def machine_info() -> dict:
+    """The machine as a run or a benchmark records it; ``device``: the CUDA GPU's name,
+    else 'mps' where Apple's Metal GPU is available, else 'cpu'."""
     cuda = torch.cuda.is_available()
+    mps = torch.backends.mps.is_available()
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "device": torch.cuda.get_device_name(0) if cuda else "mps" if mps else "cpu",
         "cuda": cuda,
+        "mps": mps,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),

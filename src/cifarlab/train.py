@@ -16,6 +16,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -35,7 +36,8 @@ from .rundir import HISTORY_COLUMNS, RunDir, RunFileError, RunState
 from .system import cpu_model, tune_cpu_allocator
 
 __all__ = ["train_run", "train_epoch", "resolve_device", "set_threads", "normalize", "evaluate",
-           "make_optimizer", "Trainer", "RunError", "HISTORY_COLUMNS"]
+           "make_optimizer", "Trainer", "RunError", "HISTORY_COLUMNS", "DEVICE_CHOICES",
+           "accumulate_dtype", "device_name"]
 
 log = logging.getLogger("cifarlab.train")
 
@@ -51,16 +53,63 @@ class RunError(RuntimeError):
     """A run cannot start or resume; the message says why and what to do."""
 
 
+# What --device and the config's train.device accept (also the schema's pattern).
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
+_CUDA_NAME = re.compile(r"cuda(?::(\d+))?")
+
+
+def _mps_available() -> bool:
+    """Whether torch can use Apple's Metal GPU (MPS): macOS on Apple silicon only."""
+    return torch.backends.mps.is_available()
+
+
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is an error."""
+    """The torch device ``name`` names; one of DEVICE_CHOICES.
+
+    'auto' picks CUDA when torch sees a CUDA device, else Apple's MPS when available, else
+    the CPU. Asking for a device that is not there (cuda or cuda:N without that GPU, mps
+    off Apple silicon) or for an unknown name raises RunError naming the value and the
+    valid choices.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RunError(f"device {name!r} asked for, but torch sees no CUDA device; "
-                       "use --device cpu or auto")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise RunError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "mps":
+        if not _mps_available():
+            raise RunError(f"device {name!r} asked for, but torch sees no MPS device (Apple's "
+                           "Metal GPU: macOS on Apple silicon only); use --device auto or cpu "
+                           f"(valid: {DEVICE_CHOICES})")
+        return torch.device("mps")
+    cuda = _CUDA_NAME.fullmatch(name)
+    if cuda is None:
+        raise RunError(f"unknown device {name!r}; valid: {DEVICE_CHOICES}")
+    if not torch.cuda.is_available():
+        raise RunError(f"device {name!r} asked for, but torch sees no CUDA device; use "
+                       f"--device auto or cpu (valid: {DEVICE_CHOICES})")
+    if cuda.group(1) is not None and int(cuda.group(1)) >= torch.cuda.device_count():
+        raise RunError(f"device {name!r} asked for, but torch sees "
+                       f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 to "
+                       f"cuda:{torch.cuda.device_count() - 1}); valid: {DEVICE_CHOICES}")
     return torch.device(name)
+
+
+def accumulate_dtype(device: torch.device) -> torch.dtype:
+    """The dtype of running loss sums on ``device``: float64, except float32 on MPS.
+
+    Metal has no float64 (an MPS float64 tensor is an error), so on MPS the sums are
+    float32; on the CPU and CUDA they stay float64, as before.
+    """
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def device_name(device: torch.device) -> str:
+    """How metrics.json names the device: the GPU's model on CUDA, else 'cpu' or 'mps'."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return device.type
 
 
 def set_threads(threads: int | None) -> None:
@@ -100,13 +149,14 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, precision: str = "fp32",
     """Mean cross-entropy and accuracy of ``model`` in eval mode over (x, y)."""
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
+    acc = accumulate_dtype(x.device)  # float64 (float32 on MPS, which has no float64)
+    loss_sum = torch.zeros((), device=x.device, dtype=acc)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for i in range(0, len(x), batch):
         xb, yb = x[i:i + batch], y[i:i + batch]
         with _autocast(x.device, precision):
             logits = model(xb)
-        loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").double()
+        loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").to(acc)
         correct += (logits.argmax(1) == yb).sum()
     model.train(was_training)
     n = max(len(x), 1)
@@ -212,10 +262,15 @@ class Trainer:
         """Continue from a checkpoint: weights, optimizer moments and random streams."""
         self.model.load_state_dict(state.model)
         self.optimizer.load_state_dict(state.optimizer)
-        torch.set_rng_state(state.rng["torch"])
-        self.perm_gen.set_state(state.rng["perm"])
-        if self.device.type == "cuda" and "cuda" in state.rng:
-            torch.cuda.set_rng_state(state.rng["cuda"], self.device)
+        # Generator states must be CPU byte tensors; the checkpoint was loaded onto the
+        # run's device (map_location), which moves them to the GPU on CUDA and MPS.
+        rng = {k: v.cpu() if isinstance(v, Tensor) else v for k, v in state.rng.items()}
+        torch.set_rng_state(rng["torch"])
+        self.perm_gen.set_state(rng["perm"])
+        if self.device.type == "cuda" and "cuda" in rng:
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        if self.device.type == "mps" and "mps" in rng:
+            torch.mps.set_rng_state(rng["mps"])
 
     def snapshot(self, state: RunState) -> RunState:
         """``state`` with the live weights, optimizer and random streams filled in."""
@@ -223,6 +278,8 @@ class Trainer:
         state.rng = {"torch": torch.get_rng_state(), "perm": self.perm_gen.get_state()}
         if self.device.type == "cuda":
             state.rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.device.type == "mps":
+            state.rng["mps"] = torch.mps.get_rng_state()
         return state
 
     def epoch(self, epoch: int, show_bar: bool) -> tuple[dict, float]:
@@ -283,7 +340,7 @@ class Trainer:
             "seconds": round(state.seconds, 3),
             "images_per_second": round(images / state.train_seconds, 1)
             if state.train_seconds > 0 else None,
-            "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+            "device": device_name(dev),
             "threads": torch.get_num_threads(),
             "cpu": cpu_model(),
             "torch": torch.__version__,

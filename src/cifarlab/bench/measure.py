@@ -50,9 +50,12 @@ def measure_interleaved(
 
 
 def sync(device: torch.device) -> None:
-    """Wait for the device's queued work (CUDA is asynchronous) before reading the clock."""
+    """Wait for the device's queued work (CUDA and MPS are asynchronous) before reading
+    the clock."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> float:
