@@ -1,7 +1,7 @@
 # cifarlab: the CIFAR-10 MLP/CNN study, from download to report.
-#   snakemake --cores all                                   the study (config/config.yaml)
-#   snakemake --cores 2 --configfile config/quick.yaml      a real-data CPU profile
-#   snakemake --profile profiles/slurm                      on a SLURM cluster
+#   snakemake --cores 2 --configfile config/quick.yaml      the study scaled to a laptop CPU
+#   snakemake --profile profiles/gpu                        the study on one GPU
+#   snakemake --profile profiles/slurm                      the study on a SLURM cluster
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -21,6 +21,10 @@ normalize_config(config)
 validate(config, schema=f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
 
 
+# `snakemake --report`: the workflow's description (figures and tables carry their own).
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
@@ -30,8 +34,8 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         rules.aggregate.output,
         rules.figures.output,
         rules.report.output,
-    default_target: True

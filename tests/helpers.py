@@ -4,6 +4,7 @@ format (learnable: each class has its own colour pattern) and a local HTTP serve
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import io
 import pickle
@@ -30,9 +31,15 @@ def synthetic_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_official_archive(path: Path, per_batch: int = 60, seed: int = 0) -> str:
-    """Write a cifar-10-python.tar.gz look-alike; returns its MD5."""
+    """Write a cifar-10-python.tar.gz look-alike; returns its MD5.
+
+    Byte for byte the same every time (no timestamps), so its MD5, and the ids of the runs
+    trained on it, do not change when `make smoke` builds it again.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w:gz") as tar:
+    with open(path, "wb") as raw, \
+            gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w") as tar:
         def add(name: str, obj: dict) -> None:
             raw = pickle.dumps(obj, protocol=2)
             info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")

@@ -92,23 +92,23 @@ def test_smoke_pipeline_outputs(smoke):
     notice = smoke["first"].stdout + smoke["first"].stderr
     assert "training will use the CPU" in notice and "profiles/slurm" in notice
     assert re.search(r"Estimated CPU time for the whole plan: about \d+ min\.", notice)
-    runs = pd.read_csv(work / "results/tables/runs.csv")
+    runs = pd.read_csv(work / "results/smoke/tables/runs.csv")
     assert len(runs) == 11
     assert runs["test_acc"].notna().all()
     assert (runs["test_acc"] > 15).mean() > 0.5  # learnable synthetic data; chance is 10%
-    points = pd.read_csv(work / "results/tables/points.csv")
+    points = pd.read_csv(work / "results/smoke/tables/points.csv")
     assert len(points) == 3 * 2 + 3 * 2 + 2 * 2 + 2
     for name, rows in (("ablation", 6), ("dropout_rate", 6), ("batch_size", 4),
                        ("dropout2d", 2)):
-        assert len(pd.read_csv(work / f"results/tables/experiment_{name}.csv")) == rows
-    published = pd.read_csv(work / "results/tables/published.csv")
+        assert len(pd.read_csv(work / f"results/smoke/tables/experiment_{name}.csv")) == rows
+    published = pd.read_csv(work / "results/smoke/tables/published.csv")
     assert {"mlp", "cnn"} <= set(published["model"])
     assert published["profile"].eq("smoke").all()
-    long = pd.read_parquet(work / "results/tables/history_long.parquet")
+    long = pd.read_parquet(work / "results/smoke/tables/history_long.parquet")
     assert set(long["split"]) == {"train", "val"} and set(long["metric"]) == {"loss", "acc"}
     assert len(long) == 11 * 2 * 4
-    html = (work / "results/smoke_report/report.html").read_text()
-    md = (work / "results/smoke_report/report.md").read_text()
+    html = (work / "results/smoke/report/report.html").read_text()
+    md = (work / "results/smoke/report/report.md").read_text()
     for text in (html, md):
         assert "Findings" in text and "BatchNorm" in text and "smoke" in text
     # The HTML stands alone: figures embedded, no script, no address to fetch, a title.
@@ -118,9 +118,9 @@ def test_smoke_pipeline_outputs(smoke):
     assert (work / "results/report/report.ipynb").exists()
     for fig in ("curves_mlp", "ablation_cnn", "dropout_rate_summary", "first_layer_mlp",
                 "first_layer_cnn", "dropout2d_cnn", "batch_size_summary"):
-        assert (work / f"results/figures/{fig}.png").stat().st_size > 5000
-        assert (work / f"results/figures/{fig}.svg").exists()
-        assert (work / f"results/smoke_report/figures/{fig}.png").exists()
+        assert (work / f"results/smoke/figures/{fig}.png").stat().st_size > 5000
+        assert (work / f"results/smoke/figures/{fig}.svg").exists()
+        assert (work / f"results/smoke/report/figures/{fig}.png").exists()
     for rid in runs["run_id"]:
         metrics = json.loads((work / "results/runs" / rid / "metrics.json").read_text())
         assert metrics["epochs_completed"] == 2
@@ -145,7 +145,7 @@ def test_changed_grid_point_trains_exactly_one_new_run(smoke):
     after = set(os.listdir(work / "results/runs"))
     new = after - before
     assert len(new) == 1 and next(iter(new)).startswith("cnn-bn-d20.5-")
-    assert "-d20.5-" in pd.read_csv(work / "results/tables/runs.csv")["run_id"].str.cat()
+    assert "-d20.5-" in pd.read_csv(work / "results/smoke/tables/runs.csv")["run_id"].str.cat()
 
 
 def test_adding_a_seed_trains_only_the_new_runs(smoke):
@@ -238,14 +238,14 @@ def test_new_model_file_and_config_only_sweep(smoke, tmp_path):
     new = set(os.listdir(work / "results/runs")) - before
     # toy at 1e-4 and 1e-2 (its baseline), mlp at 1e-4 and 1e-2; nothing else retrained
     assert sorted(r.split("-")[0] for r in new) == ["mlp", "mlp", "toy", "toy"], new
-    effects = pd.read_csv(work / "results/tables/effects.csv")
+    effects = pd.read_csv(work / "results/smoke/tables/effects.csv")
     wd = effects[effects["experiment"] == "weight_decay"]
     assert set(wd["model"]) == {"mlp", "toy"}
-    runs = pd.read_csv(work / "results/tables/runs.csv")
+    runs = pd.read_csv(work / "results/smoke/tables/runs.csv")
     assert "toy" in set(runs["model"])
     for fig in ("weight_decay_summary", "weight_decay_toy", "curves_toy"):
-        assert (work / f"results/figures/{fig}.png").stat().st_size > 5000
-    md = (work / "results/smoke_report/report.md").read_text()
-    assert "## Sweep `weight_decay` over weight decay" in md
-    assert "| Toy |" in md
+        assert (work / f"results/smoke/figures/{fig}.png").stat().st_size > 5000
+    md = (work / "results/smoke/report/report.md").read_text()
+    assert "## Weight decay\n" in md
+    assert re.search(r"^\| Toy +\|", md, re.M)
     assert "none (the study has no numbers for this model)" in md

@@ -8,13 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
 from cifarlab import pipeline
-from cifarlab.cli import _merge
 from cifarlab.data import manifest_path, prepare
 from cifarlab.rundir import RunDir
-from cifarlab.study import ConfigError, normalize_config
+from cifarlab.study import ConfigError, load_config
 from cifarlab.train import train_run
 from helpers import make_official_archive
 from test_train import make_splits, spec
@@ -115,11 +113,52 @@ def test_completed_runs_without_a_record_gain_one(tmp_path):
 def test_device_notice_suits_the_profile(monkeypatch):
     """Hours for the full study, with the quick profile as the laptop-sized advice;
     minutes and no advice to use the profile already in use for the quick one."""
-    full = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    quick = _merge(copy.deepcopy(full), yaml.safe_load((ROOT / "config/quick.yaml").read_text()))
-    monkeypatch.setattr(pipeline.torch.cuda, "is_available", lambda: False)
-    text = pipeline.device_notice(normalize_config(full), n_runs=29)
-    assert "config/quick.yaml" in text and " h. " in text
+    full = load_config()
+    quick = load_config([ROOT / "config/quick.yaml"])
+    monkeypatch.setattr(pipeline, "accelerator", lambda: None)
+    text = pipeline.device_notice(full, n_runs=29, parallel=2)
+    assert "make quick" in text and " h of CPU time" in text
     assert "README, 'Running on a cluster'" in text
-    text = pipeline.device_notice(normalize_config(quick), n_runs=87)
-    assert "config/quick.yaml" not in text and " min. " in text and "about 0 min" not in text
+    text = pipeline.device_notice(quick, n_runs=87, parallel=2)
+    assert "make quick" not in text and " min here" in text and "0.0 h" not in text
+
+
+def test_full_study_on_a_cpu_stops_unless_confirmed(monkeypatch, tmp_path, capsys):
+    """A CPU-only machine asked for the full study stops before any job, with the
+    estimate, the alternatives and the switch; confirmed, or quick, it goes on."""
+    from snakemake.exceptions import WorkflowError
+
+    from cifarlab.study import build_plan
+
+    monkeypatch.setattr(pipeline, "accelerator", lambda: None)
+    full = load_config()
+    plan = build_plan(full)
+    with pytest.raises(WorkflowError, match=r"stopped before training: the 29 runs left would "
+                       r"take about \d+ h on this CPU .*allow_cpu_full=true.*make run FULL=1"):
+        pipeline.start_notice(full, plan, str(tmp_path), parallel=2)
+    assert not any(tmp_path.iterdir())  # nothing written
+    pipeline.start_notice(load_config(overrides=["allow_cpu_full=true"]), plan,
+                          str(tmp_path), parallel=2)
+    quick = load_config([ROOT / "config/quick.yaml"])
+    pipeline.start_notice(quick, build_plan(quick), str(tmp_path), parallel=2)
+    # With a GPU, the same plan starts.
+    monkeypatch.setattr(pipeline, "accelerator", lambda: "NVIDIA H200")
+    pipeline.start_notice(full, plan, str(tmp_path), parallel=2)
+    assert "training will use NVIDIA H200" in capsys.readouterr().err
+
+
+def test_plan_takes_the_runs_config_and_overrides():
+    """`cifarlab plan`/`status` see what snakemake sees: config.yaml, then --configfile,
+    then --config (typed as Snakemake types it), with the schema's defaults."""
+    base = load_config()
+    assert base["profile"] == "full" and base["report_dir"] is None
+    quick = load_config([ROOT / "config/quick.yaml"], ["seeds=[0,1]", "data={source: url, "
+                                                 "url: 'file:///x.tar.gz', md5: none}"])
+    assert quick["profile"] == "quick" and quick["seeds"] == [0, 1]
+    assert quick["data"]["url"] == "file:///x.tar.gz" and quick["models"]["mlp"]["lr"] == 1e-3
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config([ROOT / "config/nope.yaml"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(overrides=["seeds"])
+    with pytest.raises(ConfigError, match="profile"):
+        load_config(overrides=["profile=../elsewhere"])

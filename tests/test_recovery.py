@@ -49,13 +49,24 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _cache(work):
+    """The smoke data's cache: results/data/<data key>/cifar10.npz (cifarlab.layout)."""
+    (cache,) = (work / "results/data").glob("*/cifar10.npz")
+    return cache
+
+
+def _prepare_log(work):
+    (log,) = (work / "logs/data").glob("*.log")
+    return log
+
+
 NEW_POINT = ("experiments={dropout2d: {points: {dropout2d: {arch: {dropout: 0.5, "
              "dropout2d: true}}}}}")
 
 
 def test_rebuilt_cache_restores_runs_instead_of_training_them(study):
     work = study["work"]
-    before, cache = _outputs(work), work / "results/data/cifar10.npz"
+    before, cache = _outputs(work), _cache(work)
     checksum = _sha(cache)
     cache.unlink()
     # Every run is complete: nothing needs the data, so nothing is planned at all.
@@ -86,12 +97,12 @@ def test_rebuilt_cache_restores_runs_instead_of_training_them(study):
 
 def test_a_failed_prepare_keeps_the_good_cache(study):
     work = study["work"]
-    cache = work / "results/data/cifar10.npz"
+    cache = _cache(work)
     good = _sha(cache)
     proc = snakemake(work, *study["common"]("0" * 32), NEW_POINT, check=False)
     assert proc.returncode != 0
     assert "expected 00000000000000000000000000000000" in \
-        (work / "logs/prepare_data.log").read_text()
+        _prepare_log(work).read_text()
     assert _sha(cache) == good
     # The typo fixed: the cache is the configured one, so nothing at all is planned.
     proc = snakemake(work, *study["common"](), NEW_POINT, "-n")
@@ -137,11 +148,11 @@ DIVERGING = "experiments={lr: {models: [mlp], sweep: {key: lr, values: [1.0e-3, 
 def test_a_diverging_run_is_data_and_the_report_is_written(study):
     work = study["work"]
     snakemake(work, *study["common"](), DIVERGING)
-    runs = pd.read_csv(work / "results/tables/runs.csv")
+    runs = pd.read_csv(work / "results/smoke/tables/runs.csv")
     bad = runs[runs["lr"] == 1e8]
     assert len(bad) == 1 and bool(bad["diverged"].iloc[0])
     assert int(bad["epochs_completed"].iloc[0]) == 0
-    md = (work / "results/smoke_report/report.md").read_text()
+    md = (work / "results/smoke/report/report.md").read_text()
     assert "## Runs that diverged" in md and "1 of" in md
 
 

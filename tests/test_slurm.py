@@ -419,7 +419,7 @@ def test_cluster_outputs_equal_a_local_run(study):
             assert torch.allclose(wa[k].float(), wb[k].float(), rtol=1e-5, atol=1e-7), (run, k)
     for table in ("runs.csv", "points.csv"):
         assert (study["work"] / "results/tables" / table).exists()
-    assert (study["work"] / "results/smoke_report/report.html").exists()
+    assert (study["work"] / "results/smoke/report/report.html").exists()
 
 
 def test_second_invocation_submits_nothing(study):

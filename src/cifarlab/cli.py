@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -84,25 +86,61 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import resolve_device, train_run
 
     spec = _load_spec(args.spec)
-    device = resolve_device(args.device)
-    log.info("device: %s", f"CPU ({args.threads} threads)" if device.type == "cpu"
-             else device)
-    data = load_splits_for(spec, Path(args.data)) if args.data else None
-    metrics = train_run(spec, data, args.out, device=args.device, threads=args.threads,
-                        force=args.force, channels_last=args.channels_last)
+    started = time.time()
+    try:
+        device = resolve_device(args.device)
+        log.info("device: %s", f"CPU ({args.threads} threads)" if device.type == "cpu"
+                 else device)
+        data = load_splits_for(spec, Path(args.data)) if args.data else None
+        metrics = train_run(spec, data, args.out, device=args.device, threads=args.threads,
+                            force=args.force, channels_last=args.channels_last)
+    except Exception as exc:
+        if args.progress:
+            from .progress import failed_line
+
+            _to_terminal(args, failed_line(args.progress, Path(args.out).name, exc))
+        raise
     if metrics is not None:
         keys = ("best_epoch", "train_acc", "val_acc", "test_acc", "diverged", "seconds")
         print(json.dumps({k: metrics.get(k) for k in keys}))
+        _announce(args, metrics, started)
     return 0
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
-    from .study import build_plan, normalize_config
+def _announce(args: argparse.Namespace, metrics: dict, started: float) -> None:
+    """One line for the terminal: the run's result and the grid's progress (the pipeline
+    passes --progress-fd 3, a copy of its stderr, while the job's output goes to its log)."""
+    from .progress import finished_line
+    from .rundir import RunDir
 
-    config: dict = {}
-    for path in args.config:
-        config = _merge(config, yaml.safe_load(Path(path).read_text()) or {})
-    plan = build_plan(normalize_config(config))  # as the Snakefile does
+    if not args.progress:
+        return
+    run = RunDir(args.out)
+    # A restored run's metrics.json is a hard link to its record: it keeps its old mtime.
+    restored = run.metrics_path.stat().st_mtime < started - 1
+    _to_terminal(args, finished_line(args.progress, run.name, metrics, restored=restored))
+
+
+def _to_terminal(args: argparse.Namespace, line: str) -> None:
+    """Write ``line`` to --progress-fd (the terminal, under the pipeline)."""
+    try:
+        with os.fdopen(os.dup(args.progress_fd), "w") as out:
+            out.write(line + "\n")
+    except OSError:  # the descriptor is not open: the log gets the line
+        print(line, file=sys.stderr)
+
+
+def _config_of(args: argparse.Namespace) -> dict:
+    """The config `snakemake` sees with the same --configfile / --config arguments."""
+    from .study import load_config
+
+    return load_config([*args.config, *args.configfile], args.set)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .study import build_plan
+
+    plan = build_plan(_config_of(args))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(plan, indent=1) + "\n")
@@ -113,11 +151,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+def cmd_status(args: argparse.Namespace) -> int:
+    from .layout import Layout
+    from .progress import status_rows, status_table
+    from .study import build_plan
+
+    config = _config_of(args)
+    layout = Layout.from_config(config)
+    rows = status_rows(build_plan(config), layout.runs, layout.train_log)
+    print(f"profile {layout.profile}: runs in {layout.runs}/, tables in {layout.tables}/, "
+          f"report in {layout.report}/")
+    print(status_table(rows))
+    return 0
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
@@ -190,16 +235,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", help="the cache written by `cifarlab prepare` (not needed to "
                    "restore a completed run's outputs from its record)")
     s.add_argument("--out", required=True, help="the run's folder")
-    s.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    s.add_argument("--device", default="auto",
+                   help="auto (default: CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps")
     s.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     s.add_argument("--channels-last", action="store_true", help="channels_last CNN on CUDA")
     s.add_argument("--force", action="store_true", help="retrain a completed run")
+    s.add_argument("--progress", help="the pipeline's progress file: print the grid's "
+                   "progress with the run's result when it ends")
+    s.add_argument("--progress-fd", type=int, default=2,
+                   help="file descriptor for that line (default 2, stderr)")
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("plan", help="list the runs a configuration asks for")
-    s.add_argument("config", nargs="+", help="config YAML files (later ones override)")
-    s.add_argument("--out", help="write the plan as JSON")
-    s.set_defaults(func=cmd_plan)
+    for name, help_text, func in (
+            ("plan", "list the runs a configuration asks for", cmd_plan),
+            ("status", "every planned run: done, running, missing or diverged, with its "
+             "test accuracy and epochs done", cmd_status)):
+        s = sub.add_parser(name, help=help_text, description=(
+            f"{help_text}. Give the same --configfile and --config arguments as to "
+            "snakemake (config/config.yaml is always read first, as the Snakefile does)."))
+        s.add_argument("config", nargs="*", help="more config YAML files (like --configfile)")
+        s.add_argument("--configfile", nargs="+", default=[], metavar="FILE",
+                       help="config files layered over config/config.yaml, in order")
+        s.add_argument("--config", dest="set", nargs="+", default=[], metavar="KEY=VALUE",
+                       help="overrides, exactly as snakemake --config takes them")
+        if name == "plan":
+            s.add_argument("--out", help="write the plan as JSON")
+        s.set_defaults(func=func)
 
     s = sub.add_parser("aggregate", help="collect run metrics into tables")
     s.add_argument("--plan", required=True)

@@ -21,6 +21,11 @@ CPU_FLOPS_PER_THREAD = 80e9
 GPU_FLOPS = 15e12
 STEP_OVERHEAD_S = {"cpu": 1e-3, "gpu": 2e-3}  # optimiser + Python per step, size-independent
 EVAL_FRACTION = 0.35  # validation pass each epoch, relative to the training images' FLOPs
+# Per job: interpreter and torch import (~2.5 s), data loading, the test pass, outputs.
+JOB_OVERHEAD_S = {"cpu": 6.0, "gpu": 15.0}
+# A plan whose runs left would train longer than this on the CPU stops before any job,
+# unless the config says allow_cpu_full: true (README, "Which profile").
+CPU_STOP_HOURS = 24.0
 
 
 def export_job_environment(src: str) -> None:
@@ -51,14 +56,26 @@ def train_flops_per_image(spec: dict) -> float:
     return _train_flops_per_image(spec["model"], json.dumps(spec["arch"], sort_keys=True))
 
 
-def runtime_minutes(spec: dict, gpu: bool, threads: int = 1, scale: float = 1.0) -> int:
-    """A generous wall-time request for one run: twice the estimate plus 10 minutes."""
+def estimated_seconds(spec: dict, gpu: bool, threads: int = 1) -> float:
+    """The cost model's estimate of one run's training time (seconds), job start-up included.
+
+    FLOPs of the training and validation passes at the measured throughput, a fixed cost
+    per step (optimiser, Python) and per job (interpreter, imports, data loading, test
+    pass). A guide for time limits, the start notice and the progress ETA, which rescales
+    it by the runs' measured speed.
+    """
     n = spec["data"].get("train_subset") or spec["data"].get("n_train", 40000)
     steps = n // spec["batch_size"]
     flops = train_flops_per_image(spec) * n * (1 + EVAL_FRACTION)
     rate = GPU_FLOPS if gpu else CPU_FLOPS_PER_THREAD * max(threads, 1)
-    per_epoch = flops / rate + steps * STEP_OVERHEAD_S["gpu" if gpu else "cpu"]
-    minutes = 2.0 * spec["epochs"] * per_epoch / 60.0 * scale + 10.0
+    kind = "gpu" if gpu else "cpu"
+    per_epoch = flops / rate + steps * STEP_OVERHEAD_S[kind]
+    return spec["epochs"] * per_epoch + JOB_OVERHEAD_S[kind]
+
+
+def runtime_minutes(spec: dict, gpu: bool, threads: int = 1, scale: float = 1.0) -> int:
+    """A generous wall-time request for one run: twice the estimate plus 10 minutes."""
+    minutes = 2.0 * estimated_seconds(spec, gpu, threads) / 60.0 * scale + 10.0
     return int(min(minutes, 7 * 24 * 60))
 
 
@@ -214,42 +231,134 @@ def data_inputs(config: dict) -> list[str]:
     return []
 
 
-def figure_names(plan: dict, experiments: dict) -> list[str]:
-    """The figure files (without extension) that `cifarlab figures` draws for this plan.
+@dataclass(frozen=True)
+class FigureEntry:
+    """One figure of the plan, with where Snakemake's own report files it."""
+
+    name: str  # file name without extension, under the figures folder
+    category: str  # the report's category: "Learning curves", an experiment, ...
+    subcategory: str  # a model, or "Runs" for the per-run figures
+    caption: str  # caption file in workflow/report/
+
+
+def figure_entries(plan: dict, experiments: dict) -> list[FigureEntry]:
+    """The figures `cifarlab figures` draws for this plan, with their report categories.
 
     Each experiment's kind names its figures; each model with a registered first layer
-    gets ``first_layer_<model>``.
+    gets ``first_layer_<model>``; every run gets ``runs/<run id>`` (its learning curves).
     """
     from .experiments import experiments_from_config
     from .models import MODELS
 
     used = {m["experiment"] for e in plan.values() for m in e["members"]}
     models = sorted({e["spec"]["model"] for e in plan.values()})
-    names = [f"curves_{m}" for m in models]
+    out = [FigureEntry(f"curves_{m}", "Learning curves", m.upper(), "curves.rst")
+           for m in models]
     for name, exp in experiments_from_config(experiments).items():
         if name in used:
-            names += exp.figure_names()
-    names += [f"first_layer_{m}" for m in models if MODELS[m].first_layer is not None]
-    return names + [f"runs/{rid}" for rid in sorted(plan)]
+            title = name.replace("_", " ").capitalize()
+            out += [FigureEntry(f, f"Experiment: {title}", f.rsplit("_", 1)[-1].upper()
+                                if not f.endswith("_summary") else "Summary", "experiment.rst")
+                    for f in exp.figure_names()]
+    out += [FigureEntry(f"first_layer_{m}", "First-layer weights", m.upper(), "first_layer.rst")
+            for m in models if MODELS[m].first_layer is not None]
+    out += [FigureEntry(f"runs/{rid}", "Runs", plan[rid]["spec"]["model"].upper(), "run.rst")
+            for rid in sorted(plan)]
+    return out
 
 
-def device_notice(config: dict, n_runs: int) -> str:
+def figure_names(plan: dict, experiments: dict) -> list[str]:
+    """The figure files (without extension) that `cifarlab figures` draws for this plan."""
+    return [f.name for f in figure_entries(plan, experiments)]
+
+
+def trains_on_cpu(config: dict) -> bool:
+    """Whether the config's training jobs will run on this machine's CPU."""
     train = config.get("train", {})
-    wanted = train.get("device", "auto")
-    has_cuda = torch.cuda.is_available()
-    if wanted == "cpu" or (wanted == "auto" and not has_cuda and not train.get("gpus")):
-        from .study import build_plan
+    wanted = str(train.get("device", "auto"))
+    if wanted == "cpu":
+        return True
+    if wanted != "auto" or train.get("gpus"):
+        return False  # a GPU asked for by name, or GPUs allocated on the executing nodes
+    return accelerator() is None
 
-        threads = train.get("threads", 1)
-        total = sum(runtime_minutes(e["spec"], gpu=False, threads=threads) - 10
-                    for e in build_plan(config).values()) / 2
-        estimate = f"{total / 60:.1f} h" if total >= 60 else f"{max(total, 1):.0f} min"
-        advice = ("For the full study use a GPU machine (`--profile profiles/gpu`) or a "
-                  "cluster (`--profile profiles/slurm`; README, 'Running on a cluster').")
-        if config.get("profile") == "full":
-            advice = "For a laptop-sized run use `--configfile config/quick.yaml`. " + advice
-        return (f"cifarlab: {n_runs} runs in the plan; training will use the CPU "
-                f"({torch.get_num_threads()} threads available, {threads} per job). "
-                f"Estimated CPU time for the whole plan: about {estimate}. {advice}")
-    device = torch.cuda.get_device_name(0) if has_cuda else "GPUs on the executing nodes"
-    return f"cifarlab: {n_runs} runs in the plan; training will use {device}."
+
+def accelerator() -> str | None:
+    """The accelerator `--device auto` trains on here, by name; None for the CPU."""
+    from .train import resolve_device
+
+    device = resolve_device("auto")
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return None if device.type == "cpu" else f"{device.type.upper()} ({device})"
+
+
+def parallel_jobs(config: dict, cores: int | None, jobs: int | None, local: bool) -> int:
+    """How many training jobs run at once: cores / threads locally, --jobs on a cluster."""
+    if not local:
+        return max(1, int(jobs or 1))
+    threads = max(1, int(config.get("train", {}).get("threads", 1)))
+    return max(1, int(cores or 1) // threads)
+
+
+def plan_costs(config: dict, plan: dict) -> dict[str, float]:
+    """Each run's estimated seconds on the device the config's jobs will use."""
+    gpu = not trains_on_cpu(config)
+    threads = config.get("train", {}).get("threads", 1)
+    return {rid: estimated_seconds(e["spec"], gpu=gpu, threads=threads)
+            for rid, e in plan.items()}
+
+
+def device_notice(config: dict, n_runs: int, n_left: int | None = None,
+                  parallel: int = 1) -> str:
+    """The line shown before any job: the device, and on a CPU the estimated time."""
+    from .progress import format_duration
+
+    n_left = n_runs if n_left is None else n_left
+    left = f"{n_runs} runs in the plan, {n_left} to train"
+    if not trains_on_cpu(config):
+        device = accelerator() or "GPUs on the executing nodes"
+        return f"cifarlab: {left}; training will use {device}."
+    from .study import build_plan
+
+    threads = config.get("train", {}).get("threads", 1)
+    total = sum(plan_costs(config, build_plan(config)).values())
+    advice = ("For the full study use a GPU machine (`--profile profiles/gpu`) or a "
+              "cluster (`--profile profiles/slurm`; README, 'Running on a cluster').")
+    if config.get("profile") == "full":
+        advice = "For a laptop-sized run use `make quick` (config/quick.yaml). " + advice
+    return (f"cifarlab: {left}; training will use the CPU ({torch.get_num_threads()} threads "
+            f"available, {threads} per job, {parallel} jobs at once). The whole plan is "
+            f"estimated at {format_duration(total)} of CPU time, about "
+            f"{format_duration(total / max(parallel, 1))} here. {advice}")
+
+
+def start_notice(config: dict, plan: dict, runs_dir: str, parallel: int) -> None:
+    """Print the device notice; stop before any job when the runs left would train for
+    more than CPU_STOP_HOURS on this CPU and the config does not say allow_cpu_full."""
+    from snakemake.exceptions import WorkflowError
+
+    from .rundir import RunDir
+
+    left = [rid for rid in plan if not RunDir(Path(runs_dir) / rid).is_complete]
+    print(device_notice(config, len(plan), len(left), parallel), file=sys.stderr)
+    if not left or not trains_on_cpu(config) or config.get("allow_cpu_full"):
+        return
+    costs = plan_costs(config, {rid: plan[rid] for rid in left})
+    hours = sum(costs.values()) / max(parallel, 1) / 3600
+    if hours > CPU_STOP_HOURS:
+        raise WorkflowError(
+            f"cifarlab: stopped before training: the {len(left)} runs left would take about "
+            f"{hours:.0f} h on this CPU ({parallel} jobs at once), more than "
+            f"{CPU_STOP_HOURS:.0f} h. Use the quick profile (`make quick`, config/quick.yaml), "
+            "a GPU (`--profile profiles/gpu`) or a cluster (`--profile profiles/slurm`); or, "
+            "to train here anyway, add `--config allow_cpu_full=true` (`make run FULL=1`). "
+            "Nothing was changed.")
+
+
+def write_progress_plan(config: dict, plan: dict, layout, parallel: int) -> None:
+    """The plan file finishing training jobs read to print the grid's progress."""
+    from .progress import write_plan
+
+    write_plan(layout.progress, plan_costs(config, plan), parallel, layout.runs,
+               layout.train_log)

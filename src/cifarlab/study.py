@@ -267,6 +267,43 @@ def normalize_config(config: dict) -> dict:
     return config
 
 
+BASE_CONFIG = SCHEMA.parents[2] / "config" / "config.yaml"
+
+
+def load_config(configfiles: list[str] | tuple[str, ...] = (),
+                overrides: list[str] | tuple[str, ...] = (),
+                base: str | Path | None = BASE_CONFIG) -> dict:
+    """The config a `snakemake` invocation with the same arguments sees.
+
+    ``base`` (config/config.yaml, the Snakefile's ``configfile:``), then each of
+    ``configfiles`` (``--configfile``), then ``overrides`` (``--config key=value``, parsed
+    and merged by Snakemake's own functions), normalized and filled with the schema's
+    defaults as the Snakefile does. So `cifarlab plan` and `cifarlab status` print the ids
+    of the runs that `snakemake` with the same arguments trains.
+    """
+    from snakemake.cli import parse_config
+    from snakemake.utils import update_config, validate
+
+    config: dict = {}
+    for path in ([base] if base else []) + list(configfiles):
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file {str(path)!r} does not exist; give a YAML file "
+                              "such as config/quick.yaml")
+        update_config(config, yaml.safe_load(path.read_text()) or {})
+    try:
+        update_config(config, parse_config(list(overrides)))
+    except ValueError as exc:
+        raise ConfigError(f"--config {' '.join(overrides)!r}: {exc}; write key=value, e.g. "
+                          "--config seeds=[0,1]") from None
+    normalize_config(config)
+    try:
+        validate(config, schema=str(SCHEMA))
+    except Exception as exc:  # snakemake's WorkflowError, with jsonschema's message
+        raise ConfigError(f"the config does not match {SCHEMA.name}: {exc}") from None
+    return config
+
+
 def validate_config(config: dict) -> None:
     """Semantic checks the JSON schema cannot express; raises ConfigError."""
     if not config.get("experiments"):

@@ -7,29 +7,35 @@ rule aggregate:
         metrics=expand(RUN_FILES["metrics"], run=RUNS),
         histories=expand(RUN_FILES["history"], run=RUNS),
     output:
-        runs=report("results/tables/runs.csv", caption="../report/runs.rst", category="Tables"),
+        runs=report(
+            f"{TABLES}/runs.csv", caption="../report/runs.rst", category="Tables"
+        ),
         published=report(
-            "results/tables/published.csv", caption="../report/published.rst", category="Tables"
+            f"{TABLES}/published.csv",
+            caption="../report/published.rst",
+            category="Tables",
         ),
         effects=report(
-            "results/tables/effects.csv", caption="../report/effects.rst", category="Tables"
+            f"{TABLES}/effects.csv", caption="../report/effects.rst", category="Tables"
         ),
-        points="results/tables/points.csv",
-        experiments=expand("results/tables/experiment_{name}.csv", name=list(config["experiments"])),
-        long_csv="results/tables/history_long.csv",
-        long_parquet="results/tables/history_long.parquet",
-        plan="results/tables/plan.json",
-        experiments_json="results/tables/experiments.json",
+        points=f"{TABLES}/points.csv",
+        experiments=expand(
+            f"{TABLES}/experiment_{{name}}.csv", name=list(config["experiments"])
+        ),
+        long_csv=f"{TABLES}/history_long.csv",
+        long_parquet=f"{TABLES}/history_long.parquet",
+        plan=f"{TABLES}/plan.json",
+        experiments_json=f"{TABLES}/experiments.json",
+    log:
+        f"{LOGS}/aggregate.log",
+    localrule: True
+    conda:
+        "../envs/cifarlab.yaml"
     params:
         plan=PLAN,
         experiments=config["experiments"],
         profile=config.get("profile", ""),
         runs=lambda w, input: os.path.dirname(os.path.dirname(input.metrics[0])),
         out=lambda w, output: os.path.dirname(output.runs),
-    log:
-        "logs/aggregate.log",
-    conda:
-        "../envs/cifarlab.yaml"
-    localrule: True
     script:
         "../scripts/aggregate.py"

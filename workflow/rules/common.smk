@@ -14,21 +14,33 @@ sys.path.insert(0, SRC)
 
 from cifarlab import pipeline
 from cifarlab.data import manifest_path
+from cifarlab.layout import Layout, migrate_legacy_cache
 from cifarlab.rundir import RunDir
 from cifarlab.study import ConfigError, build_plan
 
 pipeline.export_job_environment(SRC)
 
+# Where this profile's outputs go (cifarlab.layout owns the folder layout): runs are shared
+# by all profiles, tables/figures/report/logs are the profile's own.
+LAYOUT = Layout.from_config(config)
+RUNS_DIR = LAYOUT.runs
 # A run folder's files, by role (metrics, history, best, ...): RunDir owns their names.
-RUNS_DIR = "results/runs"
 RUN_FILES = RunDir.files(f"{RUNS_DIR}/{{run}}")
-# The data cache (not a rule output; see data.smk) and its manifest (the output).
-DATA_CACHE = "results/data/cifar10.npz"
+# The data cache (not a rule output; see data.smk) and its manifest (the output), one
+# folder per data source, shared by the profiles that use the same data.
+DATA_CACHE = LAYOUT.data_cache
 DATA_MANIFEST = str(manifest_path(DATA_CACHE))
 DATA_REQUEST = str(pipeline.request_path(DATA_CACHE))
+TABLES = LAYOUT.tables
+FIGURE_DIR = LAYOUT.figures
+LOGS = LAYOUT.logs
 
 try:
     PLAN = build_plan(config)
+    if workflow.is_main_process:
+        # A data cache of the layout before profiles had their own folders is moved, not
+        # prepared again.
+        migrate_legacy_cache(LAYOUT)
     # Also checks the split's sizes against the cache's counts, when it exists. Only the
     # controller writes anything; jobs re-reading the Snakefile don't.
     DATA_STATE = pipeline.data_state(config, DATA_CACHE, write=workflow.is_main_process)
@@ -42,8 +54,8 @@ if workflow.is_main_process:
 
 RUNS = sorted(PLAN)
 TRAIN = config.get("train", {})
-REPORT_DIR = config.get("report_dir", "report")
-FIGURES = pipeline.figure_names(PLAN, config["experiments"])
+REPORT_DIR = LAYOUT.report
+FIGURE_ENTRIES = pipeline.figure_entries(PLAN, config["experiments"])
 
 
 wildcard_constraints:
@@ -66,5 +78,19 @@ def run_runtime(wildcards, attempt):
     return minutes * attempt
 
 
+def _global_resource(name):
+    value = workflow.global_resources.get(name)
+    return getattr(value, "value", value)
+
+
 onstart:
-    print(pipeline.device_notice(config, n_runs=len(RUNS)), file=sys.stderr)
+    # Before any job: the device, the estimate, and (on a CPU) a stop before a job of days
+    # unless the user confirmed it. Then the plan that finishing jobs report progress from.
+    parallel = pipeline.parallel_jobs(
+        config,
+        cores=_global_resource("_cores"),
+        jobs=_global_resource("_nodes"),
+        local=workflow.local_exec,
+    )
+    pipeline.start_notice(config, PLAN, RUNS_DIR, parallel)
+    pipeline.write_progress_plan(config, PLAN, LAYOUT, parallel)

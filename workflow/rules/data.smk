@@ -14,15 +14,17 @@ rule prepare_data:
         source=pipeline.data_inputs(config),
     output:
         DATA_MANIFEST,
-    params:
-        cache=DATA_CACHE,
     log:
-        "logs/prepare_data.log",
+        LAYOUT.prepare_log,
     conda:
         "../envs/cifarlab.yaml"
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        cache=DATA_CACHE,
+        # downloads and temporary files go beside the cache
+        workdir=lambda w, input: os.path.dirname(input.request),
     shell:
         "python -m cifarlab prepare --request-file {input.request} --out {params.cache} "
-        "--workdir results/data --no-progress > {log} 2>&1"
+        "--workdir {params.workdir} > {log} 2>&1"

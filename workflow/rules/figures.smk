@@ -1,27 +1,35 @@
 # Every figure of the study, drawn from the tables and the runs' histories and weights.
+# Snakemake's report files each under its category (learning curves, one per experiment,
+# first-layer weights) and the per-run curves under "Runs".
 
 
 rule figures:
     input:
-        runs="results/tables/runs.csv",
-        points="results/tables/points.csv",
+        runs=rules.aggregate.output.runs,
+        points=rules.aggregate.output.points,
         histories=expand(RUN_FILES["history"], run=RUNS),
         weights=expand(RUN_FILES["best"], run=RUNS),
     output:
         png=[
-            report(f"results/figures/{name}.png", caption="../report/figure.rst", category="Figures")
-            for name in FIGURES
+            report(
+                f"{FIGURE_DIR}/{f.name}.png",
+                caption=f"../report/{f.caption}",
+                category=f.category,
+                subcategory=f.subcategory,
+                labels={"figure": f.name.rsplit("/", 1)[-1]},
+            )
+            for f in FIGURE_ENTRIES
         ],
-        svg=[f"results/figures/{name}.svg" for name in FIGURES],
+        svg=[f"{FIGURE_DIR}/{f.name}.svg" for f in FIGURE_ENTRIES],
+    log:
+        f"{LOGS}/figures.log",
+    localrule: True
+    conda:
+        "../envs/cifarlab.yaml"
     params:
         tables=lambda w, input: os.path.dirname(input.runs),
         runs=lambda w, input: os.path.dirname(os.path.dirname(input.histories[0])),
         out=lambda w, output: os.path.dirname(output.png[0]),
-    log:
-        "logs/figures.log",
-    conda:
-        "../envs/cifarlab.yaml"
-    localrule: True
     shell:
         "python -m cifarlab figures --tables {params.tables} --runs {params.runs} --out {params.out} "
         "> {log} 2>&1"

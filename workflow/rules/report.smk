@@ -1,4 +1,5 @@
-# The report: a papermill-executed notebook (kept in results/) rendered to HTML and Markdown.
+# The report: a papermill-executed notebook (kept in results/<profile>/) rendered to HTML
+# and Markdown in the profile's report folder.
 
 
 rule report:
@@ -11,19 +12,21 @@ rule report:
     output:
         html=f"{REPORT_DIR}/report.html",
         md=f"{REPORT_DIR}/report.md",
-        notebook="results/report/report.ipynb",
+        notebook=LAYOUT.notebook,
+    log:
+        f"{LOGS}/report.log",
+    localrule: True
+    conda:
+        "../envs/cifarlab.yaml"
     params:
-        config_files=" ".join(os.path.relpath(f, workflow.basedir) for f in workflow.configfiles),
+        config_files=" ".join(
+            os.path.relpath(f, workflow.basedir) for f in workflow.configfiles
+        ),
         profile=config.get("profile", ""),
         runs=RUNS_DIR,
         report_dir=lambda w, output: os.path.dirname(output.html),
         tables=lambda w, input: os.path.dirname(input.runs_csv),
         figures=lambda w, input: os.path.dirname(input.first_figure),
-    log:
-        "logs/report.log",
-    conda:
-        "../envs/cifarlab.yaml"
-    localrule: True
     shell:
         "python -m cifarlab report --notebook {input.notebook} --executed {output.notebook} "
         "--tables {params.tables} --figures {params.figures} --runs {params.runs} "

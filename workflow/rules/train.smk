@@ -13,23 +13,26 @@ rule train:
         metrics=RUN_FILES["metrics"],
         history=RUN_FILES["history"],
         weights=RUN_FILES["best"],
-    params:
-        spec=run_spec_json,
-        cache=DATA_CACHE,
-        device=TRAIN.get("device", "auto"),
-        flags="--channels-last" if TRAIN.get("channels_last", False) else "",
-        out=f"{RUNS_DIR}/{{run}}",
     log:
-        "logs/train/{run}.log",
+        LAYOUT.train_log,
     benchmark:
         "results/benchmarks/train/{run}.tsv"
+    conda:
+        "../envs/cifarlab.yaml"
     threads: TRAIN.get("threads", 1)
     resources:
         mem_mb=TRAIN.get("mem_mb", 6000),
         runtime=run_runtime,
         gpu=TRAIN.get("gpus", 0),
-    conda:
-        "../envs/cifarlab.yaml"
+    params:
+        spec=run_spec_json,
+        device=TRAIN.get("device", "auto"),
+        flags="--channels-last" if TRAIN.get("channels_last", False) else "",
+        out=f"{RUNS_DIR}/{{run}}",
+    # The log gets everything; the terminal (fd 3, a copy of stderr) one line when the run
+    # ends: its test accuracy and the grid's progress. The data and progress paths are not
+    # params: profiles sharing a run (same spec, same data) must not rerun its job.
     shell:
-        "python -m cifarlab train --spec {params.spec:q} --data {params.cache} --out {params.out} "
-        "--threads {threads} --device {params.device} {params.flags} > {log} 2>&1"
+        f"python -m cifarlab train --spec {{params.spec:q}} --data {DATA_CACHE} --out {{params.out}} "
+        "--threads {threads} --device {params.device} {params.flags} "
+        f"--progress {LAYOUT.progress} --progress-fd 3 3>&2 > {{log}} 2>&1"
