@@ -25,8 +25,10 @@ pytestmark = pytest.mark.slow
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900):
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    # The profiles' `quiet` hides the job stats; a dry run here asks for them (job_counts).
+    quiet = ["--quiet", "host"] if "-n" in args else []
     cmd = [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           *args]
+           *args, *quiet]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
@@ -90,8 +92,10 @@ def test_smoke_pipeline_outputs(smoke):
     # Before training, the device notice estimates the CPU time and points to the GPU and
     # cluster profiles.
     notice = smoke["first"].stdout + smoke["first"].stderr
-    assert "training will use the CPU" in notice and "profiles/slurm" in notice
-    assert re.search(r"Estimated CPU time for the whole plan: about \d+ min\.", notice)
+    assert "11 runs in the plan, 11 to train; training will use the CPU" in notice
+    assert "profiles/slurm" in notice
+    assert re.search(r"The whole plan is estimated at \d+ (s|min) of CPU time, about \d+ "
+                     r"(s|min) here\.", notice)
     runs = pd.read_csv(work / "results/smoke/tables/runs.csv")
     assert len(runs) == 11
     assert runs["test_acc"].notna().all()
@@ -115,7 +119,7 @@ def test_smoke_pipeline_outputs(smoke):
     assert "<title>CIFAR-10 with MLPs and CNNs: the smoke profile</title>" in html
     assert html.count('src="data:image/png;base64,') >= 10 and 'src="figures/' not in html
     assert "<script" not in html and not re.search(r"(src|href)=\"https?://", html)
-    assert (work / "results/report/report.ipynb").exists()
+    assert (work / "results/smoke/report.ipynb").exists()
     for fig in ("curves_mlp", "ablation_cnn", "dropout_rate_summary", "first_layer_mlp",
                 "first_layer_cnn", "dropout2d_cnn", "batch_size_summary"):
         assert (work / f"results/smoke/figures/{fig}.png").stat().st_size > 5000
@@ -125,6 +129,50 @@ def test_smoke_pipeline_outputs(smoke):
         metrics = json.loads((work / "results/runs" / rid / "metrics.json").read_text())
         assert metrics["epochs_completed"] == 2
         assert (work / "logs/train" / f"{rid}.log").read_text().count("epoch 2/2") == 1
+
+
+def test_the_terminal_shows_one_line_per_run_and_the_grid(smoke):
+    """No rule blocks or reasons; each run's result with the grid's progress and ETA."""
+    out = smoke["first"].stdout + smoke["first"].stderr
+    assert "reason:" not in out and "rule train:" not in out
+    finished = re.findall(r"^\[(\d+)/11 done, \d+ running, \d+ left(?:, ETA [^\]]+)?\] "
+                          r"(\S+): test \d+\.\d\d% \(best epoch \d of 2, .+\)$", out, re.M)
+    assert len(finished) == 11, out
+    assert sorted(int(n) for n, _ in finished) == list(range(1, 12))
+    assert len(out.splitlines()) < 80, out
+    # The download's progress is in its log.
+    (log,) = (smoke["work"] / "logs/data").glob("*.log")
+    assert re.search(r"cifar-10-python.tar.gz: .* MiB in .* s", log.read_text())
+
+
+def test_status_lists_every_run_for_the_same_arguments(smoke):
+    proc = subprocess.run([str(BIN / "cifarlab"), "status", *smoke["common"][2:]],
+                          cwd=smoke["work"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "profile smoke: runs in results/runs/, tables in results/smoke/tables/" in proc.stdout
+    assert "11 runs: 11 done, 0 diverged, 0 running, 0 missing" in proc.stdout
+    assert re.search(r"^mlp-bn-p0.6-bs50-s0-\w+ +done +2/2 +\d+\.\d\d% ", proc.stdout, re.M)
+
+
+def test_another_profile_shares_the_runs_and_writes_its_own_tree(smoke):
+    """A second profile over the same runs trains nothing and plans only its own tables,
+    figures and report; the smoke profile's outputs are not its outputs."""
+    proc = snakemake(smoke["work"], *smoke["common"], "profile=other", "-n")
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts == {"aggregate": 1, "figures": 1, "report": 1, "all": 1}, counts
+    assert "results/other/tables/runs.csv" in proc.stdout + proc.stderr
+
+
+def test_the_html_report_shows_every_figure_offline(smoke):
+    """Opened alone (no figures folder beside it) in headless Chromium with no network."""
+    from browser import check_offline, chromium
+
+    if chromium() is None:
+        pytest.skip("headless Chromium not installed: apt-get install chromium")
+    result = check_offline(smoke["work"] / "results/smoke/report/report.html")
+    assert result["images"] >= 10 and result["loaded"] == result["images"], result
+    assert result["resources"] == [] and result["external"] == [], result
+    assert result["title"] == "CIFAR-10 with MLPs and CNNs: the smoke profile"
 
 
 def test_second_invocation_does_nothing(smoke):

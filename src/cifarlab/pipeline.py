@@ -257,7 +257,7 @@ def figure_entries(plan: dict, experiments: dict) -> list[FigureEntry]:
     for name, exp in experiments_from_config(experiments).items():
         if name in used:
             title = name.replace("_", " ").capitalize()
-            out += [FigureEntry(f, f"Experiment: {title}", f.rsplit("_", 1)[-1].upper()
+            out += [FigureEntry(f, title, f.rsplit("_", 1)[-1].upper()
                                 if not f.endswith("_summary") else "Summary", "experiment.rst")
                     for f in exp.figure_names()]
     out += [FigureEntry(f"first_layer_{m}", "First-layer weights", m.upper(), "first_layer.rst")
@@ -317,7 +317,11 @@ def device_notice(config: dict, n_runs: int, n_left: int | None = None,
     n_left = n_runs if n_left is None else n_left
     left = f"{n_runs} runs in the plan, {n_left} to train"
     if not trains_on_cpu(config):
-        device = accelerator() or "GPUs on the executing nodes"
+        train = config.get("train", {})
+        wanted = str(train.get("device", "auto"))
+        device = (f"{accelerator()}" if wanted == "auto" and not train.get("gpus")
+                  else "GPUs on the executing nodes" if train.get("gpus")
+                  else f"device {wanted!r}")
         return f"cifarlab: {left}; training will use {device}."
     from .study import build_plan
 

@@ -1,6 +1,6 @@
 """A read-only view of the study's tables, shared by the figures and the report.
 
-``StudyTables.load(results/tables)`` reads every table ``aggregate`` wrote once. The
+``StudyTables.load(results/<profile>/tables)`` reads every table ``aggregate`` wrote once. The
 figures and every report section take their numbers from it through the same lookups
 (``baseline``, ``effect``, ``point_runs``, ``experiment_table``), so the two never
 disagree on which run is a model's baseline or which rows make an effect. Nothing that
@@ -57,7 +57,7 @@ class StudyTables:
 
     @classmethod
     def load(cls, root: str | Path) -> StudyTables:
-        """Read the tables in ``root`` (results/tables)."""
+        """Read the tables in ``root`` (results/<profile>/tables)."""
         root = Path(root)
         config = json.loads((root / "experiments.json").read_text())
         experiment_tables = {

@@ -114,7 +114,8 @@ def header(v: ReportView) -> str:
         f"- **Rendered:** {datetime.now().astimezone().isoformat(timespec='seconds')}",
         "",
         "Every number and figure below was computed from this run's tables "
-        "(`results/tables/`) by the report notebook; none was typed by hand.",
+        f"(`results/{v.profile or '<profile>'}/tables/`) by the report notebook; none was "
+        "typed by hand.",
     ]
     if v.profile != "full":
         lines += ["", f"> This is the **{v.profile}** profile, a scaled-down study "
