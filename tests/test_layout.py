@@ -82,8 +82,7 @@ def test_finished_line_counts_the_grid_and_projects_the_time_left(tmp_path, monk
     plan_file = tmp_path / "progress.json"
     progress.write_plan(plan_file, costs, parallel=2, runs_dir=str(runs),
                         log_pattern="logs/{run}.log")
-    info = json.loads(plan_file.read_text())
-    assert info["done_at_start"] == ["old"] and info["parallel"] == 2
+    assert json.loads(plan_file.read_text())["parallel"] == 2
     # "a" trained in 20 s for an estimated 10: twice slower than estimated.
     _finished(runs, "a", 20.0)
     Path("logs").mkdir()
@@ -93,8 +92,12 @@ def test_finished_line_counts_the_grid_and_projects_the_time_left(tmp_path, monk
     # left: b (10) + d (40), running: c (30) counted half: 65 x 2 s per unit / 2 jobs = 65 s
     assert line.startswith("[2/5 done, 1 running, 2 left, ETA 65 s] a: test 43.21% "
                            "(best epoch 3 of 4, 20 s)"), line
-    restored = progress.finished_line(plan_file, "b", {"test_acc": 0.5}, restored=True)
-    assert restored.endswith("b: already trained, outputs restored")
+    _finished(runs, "b", 500.0)  # restored in seconds: its old time must not count
+    restored = progress.finished_line(plan_file, "b", {"test_acc": 0.5, "seconds": 500.0},
+                                      restored=True)
+    # left: d (40), running: c (30) half: 55 x 2 s per unit / 2 jobs = 55 s
+    assert restored == "[3/5 done, 1 running, 1 left, ETA 55 s] b: already trained, " \
+        "outputs restored", restored
     diverged = progress.finished_line(plan_file, "d", {"diverged": True, "diverged_epoch": 2,
                                                        "diverged_train_loss": "nan"})
     assert "d: DIVERGED at epoch 2 (train loss nan)" in diverged

@@ -87,6 +87,8 @@ def test_rebuilt_cache_restores_runs_instead_of_training_them(study):
     rerun = [log for log in (work / "logs/train").glob("*.log") if log.stat().st_mtime > t0]
     # 10 of the 11 runs are still in the plan (NEW_POINT replaces one), plus the new one.
     assert len(rerun) == 11
+    # The terminal says so: one line per run, the restored ones as restored.
+    assert (proc.stdout + proc.stderr).count("already trained, outputs restored") == 10
     for log in rerun:
         text = log.read_text()
         if log.stem in new:

@@ -8,7 +8,6 @@ import logging
 import os
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import yaml
@@ -83,10 +82,12 @@ def load_splits_for(spec: dict, cache: Path):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .rundir import RunDir
     from .train import resolve_device, train_run
 
     spec = _load_spec(args.spec)
-    started = time.time()
+    # A completed run's record: if train_run returns exactly it, the run was restored.
+    recorded = None if args.force else RunDir(args.out).recorded_metrics(spec)
     try:
         device = resolve_device(args.device)
         log.info("device: %s", f"CPU ({args.threads} threads)" if device.type == "cpu"
@@ -103,22 +104,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     if metrics is not None:
         keys = ("best_epoch", "train_acc", "val_acc", "test_acc", "diverged", "seconds")
         print(json.dumps({k: metrics.get(k) for k in keys}))
-        _announce(args, metrics, started)
+        _announce(args, metrics, restored=metrics == recorded)
     return 0
 
 
-def _announce(args: argparse.Namespace, metrics: dict, started: float) -> None:
+def _announce(args: argparse.Namespace, metrics: dict, restored: bool) -> None:
     """One line for the terminal: the run's result and the grid's progress (the pipeline
     passes --progress-fd 3, a copy of its stderr, while the job's output goes to its log)."""
     from .progress import finished_line
-    from .rundir import RunDir
 
-    if not args.progress:
-        return
-    run = RunDir(args.out)
-    # A restored run's metrics.json is a hard link to its record: it keeps its old mtime.
-    restored = run.metrics_path.stat().st_mtime < started - 1
-    _to_terminal(args, finished_line(args.progress, run.name, metrics, restored=restored))
+    if args.progress:
+        _to_terminal(args, finished_line(args.progress, Path(args.out).name, metrics,
+                                         restored=restored))
 
 
 def _to_terminal(args: argparse.Namespace, line: str) -> None:

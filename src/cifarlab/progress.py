@@ -5,7 +5,8 @@ run with its estimated cost (the cost model of ``pipeline.estimated_seconds``), 
 training jobs run at once, and when this invocation started. Each training job, as it
 finishes, prints one line (``finished_line``): the run's result and the grid's state,
 with an ETA from the runs' measured speed (seconds per unit of estimated cost, over the
-runs trained since the start, times the estimated cost left, over the parallel jobs).
+runs trained since the start, as each job records in a ledger beside the progress file,
+times the estimated cost left, over the parallel jobs).
 
 ``status_rows`` reads the same plan and run folders for `cifarlab status`.
 """
@@ -29,15 +30,37 @@ STATES = ("done", "diverged", "running", "missing")
 
 def write_plan(path: str | Path, costs: dict[str, float], parallel: int, runs_dir: str,
                log_pattern: str) -> None:
-    """Write the progress file: run id -> estimated cost, parallel jobs, start time."""
+    """Write the progress file (run id -> estimated cost, parallel jobs, start time) and
+    start a new ledger of the runs finished in this invocation."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    done = [rid for rid in costs if RunDir(Path(runs_dir) / rid).is_complete]
     payload = {"started": time.time(), "parallel": max(1, int(parallel)), "runs_dir": runs_dir,
-               "log_pattern": log_pattern, "costs": costs, "done_at_start": done}
+               "log_pattern": log_pattern, "costs": costs}
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(json.dumps(payload, indent=1) + "\n")
     os.replace(tmp, path)
+    _ledger(path).unlink(missing_ok=True)  # a new invocation measures its own speed
+
+
+def _ledger(progress_file: Path) -> Path:
+    # One JSON line per run finished in this invocation: id, training seconds, restored.
+    # Lines are appended with O_APPEND, each in one write, so concurrent jobs don't mix.
+    return progress_file.with_name(progress_file.stem + ".finished.jsonl")
+
+
+def _read_ledger(progress_file: Path) -> dict[str, dict]:
+    try:
+        lines = _ledger(progress_file).read_text().splitlines()
+    except OSError:
+        return {}
+    out = {}
+    for line in lines:
+        try:
+            entry = json.loads(line)
+            out[entry["run"]] = entry
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a killed job
+    return out
 
 
 def format_duration(seconds: float) -> str:
@@ -124,34 +147,27 @@ def finished_line(progress_file: str | Path, run_id: str, metrics: dict,
     except (OSError, ValueError):
         return result  # run by hand, or the plan file is gone: the result alone
     costs: dict[str, float] = info["costs"]
-    started, parallel = float(info["started"]), int(info["parallel"])
-    runs_dir, pattern = info["runs_dir"], info["log_pattern"]
-    at_start = set(info.get("done_at_start", []))
+    parallel = int(info["parallel"])
+    runs_dir, pattern, started = info["runs_dir"], info["log_pattern"], float(info["started"])
+    entry = {"run": run_id, "seconds": metrics.get("seconds"), "restored": restored}
+    with open(_ledger(Path(progress_file)), "a") as fh:
+        fh.write(json.dumps(entry) + "\n")
+    finished = _read_ledger(Path(progress_file))
     done, running, left = [], [], []
-    trained_s = trained_cost = 0.0
-    for rid, cost in costs.items():
-        run = RunDir(Path(runs_dir) / rid)
-        if rid == run_id or run.is_complete:
+    for rid in costs:
+        if rid == run_id or RunDir(Path(runs_dir) / rid).is_complete:
             done.append(rid)
-            if rid in at_start or (rid == run_id and restored):
-                continue
-            try:
-                # Restored runs keep their record's old mtime: only runs trained in this
-                # invocation calibrate the speed.
-                if run.metrics_path.stat().st_mtime >= started:
-                    seconds = metrics.get("seconds") if rid == run_id else \
-                        run.read_metrics().get("seconds")
-                    if seconds:
-                        trained_s += float(seconds)
-                        trained_cost += cost
-            except (OSError, RunFileError):
-                pass
             continue
         log = Path(pattern.format(run=rid))
         if log.exists() and log.stat().st_mtime >= started:
             running.append(rid)
         else:
             left.append(rid)
+    # Only runs trained in this invocation calibrate the speed (restored ones take seconds).
+    trained = [e for rid, e in finished.items() if rid in costs and not e.get("restored")
+               and isinstance(e.get("seconds"), (int, float)) and e["seconds"] > 0]
+    trained_s = sum(float(e["seconds"]) for e in trained)
+    trained_cost = sum(costs[e["run"]] for e in trained)
     head = f"[{len(done)}/{len(costs)} done, {len(running)} running, {len(left)} left"
     if trained_cost > 0 and (left or running):
         # Running jobs are counted half done: the ETA is a guide, not a promise.
