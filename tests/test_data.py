@@ -13,7 +13,6 @@ import socket
 import struct
 import tarfile
 import threading
-import time
 import warnings
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -349,6 +348,7 @@ def test_interrupted_download_leaves_nothing_that_looks_complete(
     body = official.path.read_bytes()
     main = threading.main_thread().ident
     assert main is not None
+    done = threading.Event()
 
     class HalfThenCtrlC(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -358,7 +358,9 @@ def test_interrupted_download_leaves_nothing_that_looks_complete(
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
             signal.pthread_kill(main, signal.SIGINT)  # Ctrl-C while the download runs
-            time.sleep(1)  # the rest never comes before the interrupt
+            # The rest never comes, and the connection stays open until the interrupt has
+            # been seen (a fixed sleep let a loaded machine see the connection close first).
+            done.wait(60)
 
         def log_message(self, *args: object) -> None:
             pass
@@ -371,6 +373,7 @@ def test_interrupted_download_leaves_nothing_that_looks_complete(
             prepare("url", f"http://127.0.0.1:{httpd.server_address[1]}/cifar.tar.gz",
                     tmp_path / "c.npz", md5=None, workdir=work, progress=False)
     finally:
+        done.set()
         httpd.shutdown()
         httpd.server_close()
     assert _dir_entries(work) == []  # nothing under the archive's name, no .part

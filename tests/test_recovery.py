@@ -56,8 +56,9 @@ def _cache(work):
 
 
 def _prepare_log(work):
-    (log,) = (work / "logs/data").glob("*.log")
-    return log
+    """The newest data log: logs/data/<data key>.log, one per data source (a wrong md5 is
+    another identity, so its prepare has its own log and folder)."""
+    return max((work / "logs/data").glob("*.log"), key=lambda p: p.stat().st_mtime)
 
 
 NEW_POINT = ("experiments={dropout2d: {points: {dropout2d: {arch: {dropout: 0.5, "

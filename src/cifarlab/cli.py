@@ -187,6 +187,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .worker import serve
+
+    return serve(args.socket, idle_timeout=args.idle_timeout, parent_pid=args.parent)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .system import machine_info
 
@@ -241,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "progress with the run's result when it ends")
     s.add_argument("--progress-fd", type=int, default=2,
                    help="file descriptor for that line (default 2, stderr)")
+    s.add_argument("--worker", metavar="SOCKET", help="hand the run to the training worker "
+                   "at SOCKET (`cifarlab worker`); trains here when none answers")
     s.set_defaults(func=cmd_train)
 
     for name, help_text, func in (
@@ -283,6 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config-files", default="")
     s.set_defaults(func=cmd_report)
 
+    s = sub.add_parser("worker", help="serve training jobs from one process with torch "
+                       "imported (the pipeline starts it for local CPU runs)")
+    s.add_argument("--socket", required=True, help="the Unix socket to serve on")
+    s.add_argument("--idle-timeout", type=float, default=120.0,
+                   help="exit after this many seconds without a job")
+    s.add_argument("--parent", type=int, default=None,
+                   help="exit when this process (the Snakemake controller) is gone")
+    s.set_defaults(func=cmd_worker)
+
     s = sub.add_parser("info", help="the device, threads and machine cifarlab sees")
     s.set_defaults(func=cmd_info)
 
@@ -296,6 +313,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"] and "--worker" in argv[:-1]:
+        # Handed to the pipeline's worker (cifarlab.worker) before anything heavy is
+        # imported; without a worker, trained here.
+        from .worker import run_via_worker
+
+        at = argv.index("--worker")
+        socket_path, argv = argv[at + 1], argv[:at] + argv[at + 2:]
+        rc = run_via_worker(socket_path, argv)
+        if rc is not None:
+            return rc
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)

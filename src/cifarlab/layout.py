@@ -101,6 +101,11 @@ class Layout:
         return f"{self.outputs}/progress.json"
 
     @property
+    def worker_socket(self) -> str:
+        """The local training worker's socket (cifarlab.worker), while a run is going."""
+        return f"{self.outputs}/worker.sock"
+
+    @property
     def report(self) -> str:
         """The rendered report's folder: ``report_dir`` when set, else results/<profile>/report."""
         return self.report_override or f"{self.outputs}/report"

@@ -360,6 +360,33 @@ def start_notice(config: dict, plan: dict, runs_dir: str, parallel: int) -> None
             "Nothing was changed.")
 
 
+def use_worker(config: dict, local: bool) -> bool:
+    """Whether training jobs go through the local worker (cifarlab.worker): on by default
+    for local runs on the CPU, where a run of seconds would otherwise spend ~4 s starting
+    Python and importing torch; never on a cluster or a GPU (no fork after CUDA)."""
+    return bool(config.get("train", {}).get("worker", True)) and local and \
+        trains_on_cpu(config)
+
+
+def start_worker(socket_path: str, log: str) -> None:
+    """Start the training worker in the background; jobs that start before it is ready,
+    or after it is gone, train in their own process."""
+    import subprocess
+
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        subprocess.Popen([sys.executable, "-m", "cifarlab", "worker", "--socket", socket_path,
+                          "--parent", str(os.getpid())], stdout=out, stderr=out,
+                         stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def stop_worker(socket_path: str) -> None:
+    """Ask the worker to exit (it also exits on its own when the controller is gone)."""
+    from .worker import shutdown
+
+    shutdown(socket_path)
+
+
 def write_progress_plan(config: dict, plan: dict, layout, parallel: int) -> None:
     """The plan file finishing training jobs read to print the grid's progress."""
     from .progress import write_plan

@@ -54,6 +54,14 @@ if workflow.is_main_process:
 
 RUNS = sorted(PLAN)
 TRAIN = config.get("train", {})
+# Local CPU runs hand their training to one worker process with torch imported
+# (cifarlab.worker): a quick run's job then starts in ~0.3 s instead of ~4 s.
+WORKER = (
+    LAYOUT.worker_socket
+    if pipeline.use_worker(config, local=workflow.local_exec)
+    else None
+)
+WORKER_FLAG = f"--worker {WORKER}" if WORKER else ""
 REPORT_DIR = LAYOUT.report
 FIGURE_ENTRIES = pipeline.figure_entries(PLAN, config["experiments"])
 
@@ -94,3 +102,15 @@ onstart:
     )
     pipeline.start_notice(config, PLAN, RUNS_DIR, parallel)
     pipeline.write_progress_plan(config, PLAN, LAYOUT, parallel)
+    if WORKER:
+        pipeline.start_worker(WORKER, log=f"{LOGS}/worker.log")
+
+
+onsuccess:
+    if WORKER:
+        pipeline.stop_worker(WORKER)
+
+
+onerror:
+    if WORKER:
+        pipeline.stop_worker(WORKER)

@@ -30,9 +30,10 @@ rule train:
         flags="--channels-last" if TRAIN.get("channels_last", False) else "",
         out=f"{RUNS_DIR}/{{run}}",
     # The log gets everything; the terminal (fd 3, a copy of stderr) one line when the run
-    # ends: its test accuracy and the grid's progress. The data and progress paths are not
-    # params: profiles sharing a run (same spec, same data) must not rerun its job.
+    # ends: its test accuracy and the grid's progress. The data, progress and worker paths
+    # are not params: profiles sharing a run (same spec, same data) must not rerun its job.
     shell:
         f"python -m cifarlab train --spec {{params.spec:q}} --data {DATA_CACHE} --out {{params.out}} "
         "--threads {threads} --device {params.device} {params.flags} "
-        f"--progress {LAYOUT.progress} --progress-fd 3 3>&2 > {{log}} 2>&1"
+        f"--progress {LAYOUT.progress} --progress-fd 3 "
+        f"{WORKER_FLAG} 3>&2 > {{log}} 2>&1"
