@@ -101,3 +101,15 @@ def test_margin_is_the_near_end_distance_from_zero_in_standard_errors():
     assert effect_se(0.4, 1, "binomial (one seed)") == 0.4  # stored as the SE itself
     assert math.isnan(effect_se(0.4, 1, "none"))
     assert math.isnan(margin_in_se(math.nan, 0, 1, 1))
+
+
+def test_data_section_states_each_runs_training_against_the_study():
+    from cifarlab.reporting.sections import _training_budget
+
+    same = pd.DataFrame({"n_train": [3000, 3000], "epochs": [10, 10]})
+    text = _training_budget(same)
+    assert "Every run trains 10 epochs on 3,000 images: 30,000 training images seen, " \
+           "0.75% of the study's 40,000 x 100" in text
+    mixed = pd.DataFrame({"n_train": [3000, 40000], "epochs": [4, 100]})
+    assert _training_budget(mixed).startswith("Runs train 4-100 epochs: 12,000-4,000,000 "
+                                              "training images seen, 0.3-100% of")

@@ -166,6 +166,30 @@ def _is_number(x: object) -> bool:
     return True
 
 
+# The study's training per run: 40,000 images x 100 epochs.
+STUDY_IMAGES_SEEN = 40_000 * 100
+
+
+def _pct(x: float) -> str:
+    return f"{x:.0f}" if x >= 10 else f"{x:.2g}"
+
+
+def _training_budget(runs: pd.DataFrame) -> str:
+    """How much training each run got, against the study's, from the runs' specs."""
+    seen = (runs["n_train"] * runs["epochs"]).astype(int)
+    epochs = sorted(set(runs["epochs"].astype(int)))
+    if len(set(seen)) == 1:
+        return (f"Every run trains {epochs[0]} epochs on {int(runs['n_train'].iloc[0]):,} "
+                f"images: {int(seen.iloc[0]):,} training images seen, "
+                f"{_pct(100 * seen.iloc[0] / STUDY_IMAGES_SEEN)}% of the study's 40,000 x 100, "
+                "the same for every grid point (batch sizes are compared at equal epochs, as "
+                "in the study). How the profile was sized is in its config file's comments.")
+    return (f"Runs train {min(epochs)}-{max(epochs)} epochs: "
+            f"{int(seen.min()):,}-{int(seen.max()):,} training images seen, "
+            f"{_pct(100 * seen.min() / STUDY_IMAGES_SEEN)}-"
+            f"{_pct(100 * seen.max() / STUDY_IMAGES_SEEN)}% of the study's 40,000 x 100.")
+
+
 def data_section(v: ReportView) -> str:
     """The split, the inputs and how much test-set noise one accuracy carries."""
     runs = v.tables.runs
@@ -176,6 +200,8 @@ def data_section(v: ReportView) -> str:
     n_seeds = v.tables.n_seeds
     return "\n".join([
         "## Data and split",
+        "",
+        _training_budget(runs),
         "",
         f"Training on {int(r['n_train']):,} images, model selection on {int(r['n_val']):,} "
         f"validation images (the checkpoint with the best validation accuracy is kept), "
