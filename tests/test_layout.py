@@ -138,3 +138,21 @@ def test_status_rows_tell_done_diverged_running_and_missing(tmp_path):
                                           (7200, "2.0 h")])
 def test_durations_read_at_a_glance(seconds, text):
     assert progress.format_duration(seconds) == text
+
+
+def test_a_failing_rule_shows_its_logs_tail_on_the_terminal(tmp_path):
+    """workflow/scripts/logged.sh: the rules' output goes to their log; on failure the
+    terminal gets the log's last lines (the profiles' quiet: rules hides Snakemake's)."""
+    import subprocess
+
+    log = tmp_path / "x.log"
+    script = ROOT / "workflow/scripts/logged.sh"
+    ok = subprocess.run(["bash", str(script), str(log), "echo", "fine"], capture_output=True,
+                        text=True)
+    assert ok.returncode == 0 and ok.stderr == "" and log.read_text() == "fine\n"
+    bad = subprocess.run(["bash", str(script), str(log), "sh", "-c",
+                          "echo step one; echo 'error: boom' >&2; exit 3"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 3
+    assert f"failed (exit 3); the last lines of {log}:" in bad.stderr
+    assert "    error: boom" in bad.stderr and "error: boom" in log.read_text()

@@ -31,6 +31,8 @@ RUN_FILES = RunDir.files(f"{RUNS_DIR}/{{run}}")
 DATA_CACHE = LAYOUT.data_cache
 DATA_MANIFEST = str(manifest_path(DATA_CACHE))
 DATA_REQUEST = str(pipeline.request_path(DATA_CACHE))
+# Runs a rule's command with its output in its log, and shows the log's tail on failure.
+LOGGED = os.path.join(workflow.basedir, "workflow", "scripts", "logged.sh")
 TABLES = LAYOUT.tables
 FIGURE_DIR = LAYOUT.figures
 LOGS = LAYOUT.logs

@@ -26,5 +26,5 @@ rule prepare_data:
         # downloads and temporary files go beside the cache
         workdir=lambda w, input: os.path.dirname(input.request),
     shell:
-        "python -m cifarlab prepare --request-file {input.request} --out {params.cache} "
-        "--workdir {params.workdir} > {log} 2>&1"
+        f"bash {LOGGED} {{log}} python -m cifarlab prepare --request-file {{input.request}} "
+        "--out {params.cache} --workdir {params.workdir}"

@@ -31,5 +31,5 @@ rule figures:
         runs=lambda w, input: os.path.dirname(os.path.dirname(input.histories[0])),
         out=lambda w, output: os.path.dirname(output.png[0]),
     shell:
-        "python -m cifarlab figures --tables {params.tables} --runs {params.runs} --out {params.out} "
-        "> {log} 2>&1"
+        f"bash {LOGGED} {{log}} python -m cifarlab figures --tables {{params.tables}} "
+        "--runs {params.runs} --out {params.out}"

@@ -28,7 +28,7 @@ rule report:
         tables=lambda w, input: os.path.dirname(input.runs_csv),
         figures=lambda w, input: os.path.dirname(input.first_figure),
     shell:
-        "python -m cifarlab report --notebook {input.notebook} --executed {output.notebook} "
-        "--tables {params.tables} --figures {params.figures} --runs {params.runs} "
-        "--out {params.report_dir} --profile {params.profile:q} "
-        "--config-files {params.config_files:q} > {log} 2>&1"
+        f"bash {LOGGED} {{log}} python -m cifarlab report --notebook {{input.notebook}} "
+        "--executed {output.notebook} --tables {params.tables} --figures {params.figures} "
+        "--runs {params.runs} --out {params.report_dir} --profile {params.profile:q} "
+        "--config-files {params.config_files:q}"
