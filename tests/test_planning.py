@@ -162,3 +162,14 @@ def test_plan_takes_the_runs_config_and_overrides():
         load_config(overrides=["seeds"])
     with pytest.raises(ConfigError, match="profile"):
         load_config(overrides=["profile=../elsewhere"])
+
+
+def test_the_worker_serves_local_cpu_runs_only(monkeypatch):
+    monkeypatch.setattr(pipeline, "accelerator", lambda: None)
+    quick = load_config([ROOT / "config/quick.yaml"])
+    assert pipeline.use_worker(quick, local=True) == (os.uname().sysname == "Linux")
+    assert not pipeline.use_worker(quick, local=False)  # a cluster: jobs run elsewhere
+    assert not pipeline.use_worker(load_config(overrides=["train={worker: false}"]), True)
+    assert not pipeline.use_worker(load_config(overrides=["train={gpus: 1}"]), True)
+    monkeypatch.setattr(pipeline, "accelerator", lambda: "NVIDIA H200")
+    assert not pipeline.use_worker(quick, local=True)  # no fork after CUDA

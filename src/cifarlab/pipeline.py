@@ -363,9 +363,10 @@ def start_notice(config: dict, plan: dict, runs_dir: str, parallel: int) -> None
 def use_worker(config: dict, local: bool) -> bool:
     """Whether training jobs go through the local worker (cifarlab.worker): on by default
     for local runs on the CPU, where a run of seconds would otherwise spend ~4 s starting
-    Python and importing torch; never on a cluster or a GPU (no fork after CUDA)."""
+    Python and importing torch; never on a cluster or a GPU (no fork after CUDA), and only
+    on Linux (macOS forbids forking a process that has loaded some of its frameworks)."""
     return bool(config.get("train", {}).get("worker", True)) and local and \
-        trains_on_cpu(config)
+        sys.platform == "linux" and trains_on_cpu(config)
 
 
 def start_worker(socket_path: str, log: str) -> None:
