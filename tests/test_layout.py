@@ -156,3 +156,23 @@ def test_a_failing_rule_shows_its_logs_tail_on_the_terminal(tmp_path):
     assert bad.returncode == 3
     assert f"failed (exit 3); the last lines of {log}:" in bad.stderr
     assert "    error: boom" in bad.stderr and "error: boom" in log.read_text()
+
+
+def test_failure_report_shows_the_logs_of_what_failed_in_this_invocation(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runs = tmp_path / "runs"
+    _finished(runs, "ok", 1.0)
+    Path("logs").mkdir()
+    old = Path("logs/old.log")
+    old.write_text("an earlier failure")
+    os.utime(old, (time.time() - 600, time.time() - 600))
+    progress.write_plan("progress.json", {"ok": 1.0, "bad": 1.0, "old": 1.0}, 1, str(runs),
+                        "logs/{run}.log")
+    Path("logs/ok.log").write_text("fine")
+    Path("logs/bad.log").write_text("epoch 1/4\nerror: out of memory\n")
+    Path("logs/prepare.log").write_text("error: MD5 mismatch\n")
+    text = progress.failure_report("progress.json", ["logs/prepare.log"])
+    assert "cifarlab: run bad did not complete; the last lines of logs/bad.log:\n" \
+           "    epoch 1/4\n    error: out of memory" in text
+    assert "prepare failed; the last lines of logs/prepare.log:\n    error: MD5 mismatch" in text
+    assert "run ok" not in text and "old" not in text  # complete, or from before this run

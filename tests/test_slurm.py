@@ -359,10 +359,11 @@ def test_every_job_of_the_smoke_study_went_through_sbatch(study):
     assert sorted(k.split("/", 1)[1] for k in jobs if k.startswith("train/")) == runs
     assert len(jobs["prepare_data"]) == 1
     # the light rules ran on the submitting node, the others never did
+    # (profiles/default's `quiet: rules` hides Snakemake's "localrule" lines: the logs and
+    # the sbatch records say where each rule ran)
     for rule in ("aggregate", "figures", "report"):
-        assert f"localrule {rule}:" in out
         assert rule not in jobs
-    assert "localrule train" not in out and "localrule prepare_data" not in out
+        assert (study["work"] / f"logs/smoke/{rule}.log").exists()
     acct = study["sacct"]
     for key, ids in jobs.items():
         if key.startswith("tl/"):
@@ -418,7 +419,7 @@ def test_cluster_outputs_equal_a_local_run(study):
         for k in wa:
             assert torch.allclose(wa[k].float(), wb[k].float(), rtol=1e-5, atol=1e-7), (run, k)
     for table in ("runs.csv", "points.csv"):
-        assert (study["work"] / "results/tables" / table).exists()
+        assert (study["work"] / "results/smoke/tables" / table).exists()
     assert (study["work"] / "results/smoke/report/report.html").exists()
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from .rundir import RunDir, RunFileError
 
 __all__ = ["RunStatus", "write_plan", "finished_line", "failed_line", "status_rows",
-           "status_table", "format_duration"]
+           "status_table", "format_duration", "failure_report"]
 
 STATES = ("done", "diverged", "running", "missing")
 
@@ -208,3 +208,35 @@ def _result(run_id: str, metrics: dict, restored: bool) -> str:
     tail = f" (best epoch {metrics.get('best_epoch')} of {epochs}" if epochs else " ("
     tail += f", {format_duration(float(secs))})" if secs else ")"
     return f"{run_id}: {acc_s}{tail}"
+
+
+def _tail(path: Path, n: int) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()[-n:]
+    except OSError:
+        return []
+
+
+def failure_report(progress_file: str | Path, extra_logs: list[str] = (),
+                   lines: int = 15) -> str:
+    """What the controller prints when the workflow fails: for every planned run that
+    started in this invocation and did not complete, and for each of ``extra_logs``
+    written in it, the last lines of its log. It does not depend on Snakemake's own
+    error messages, which the profiles' ``quiet: rules`` hides (and which a cluster job's
+    output never reaches)."""
+    try:
+        info = json.loads(Path(progress_file).read_text())
+    except (OSError, ValueError):
+        return ""
+    started, runs_dir, pattern = float(info["started"]), info["runs_dir"], info["log_pattern"]
+    out = []
+    logs = [(rid, Path(pattern.format(run=rid))) for rid in info["costs"]
+            if not RunDir(Path(runs_dir) / rid).is_complete]
+    logs += [(None, Path(p)) for p in extra_logs]
+    for rid, log in logs:
+        if not log.exists() or log.stat().st_mtime < started:
+            continue
+        what = f"run {rid} did not complete" if rid else f"{log.stem} failed"
+        out.append(f"cifarlab: {what}; the last lines of {log}:")
+        out += ["    " + line for line in _tail(log, lines)]
+    return "\n".join(out)

@@ -12,7 +12,7 @@ from snakemake.exceptions import WorkflowError
 SRC = os.path.join(workflow.basedir, "src")
 sys.path.insert(0, SRC)
 
-from cifarlab import pipeline
+from cifarlab import pipeline, progress
 from cifarlab.data import manifest_path
 from cifarlab.layout import Layout, migrate_legacy_cache
 from cifarlab.rundir import RunDir
@@ -116,3 +116,11 @@ onsuccess:
 onerror:
     if WORKER:
         pipeline.stop_worker(WORKER)
+    # Each failed run's log tail (and a failed prepare's): shown whatever `quiet` says.
+    print(
+        progress.failure_report(
+            LAYOUT.progress,
+            [] if os.path.exists(DATA_MANIFEST) else [LAYOUT.prepare_log],
+        ),
+        file=sys.stderr,
+    )
