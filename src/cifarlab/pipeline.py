@@ -310,8 +310,9 @@ def plan_costs(config: dict, plan: dict) -> dict[str, float]:
 
 
 def device_notice(config: dict, n_runs: int, n_left: int | None = None,
-                  parallel: int = 1) -> str:
-    """The line shown before any job: the device, and on a CPU the estimated time."""
+                  parallel: int = 1, total: float | None = None) -> str:
+    """The line shown before any job: the device, and on a CPU the estimated time
+    (``total``: the plan's estimated seconds, computed here when not given)."""
     from .progress import format_duration
 
     n_left = n_runs if n_left is None else n_left
@@ -323,10 +324,11 @@ def device_notice(config: dict, n_runs: int, n_left: int | None = None,
                   else "GPUs on the executing nodes" if train.get("gpus")
                   else f"device {wanted!r}")
         return f"cifarlab: {left}; training will use {device}."
-    from .study import build_plan
+    if total is None:
+        from .study import build_plan
 
+        total = sum(plan_costs(config, build_plan(config)).values())
     threads = config.get("train", {}).get("threads", 1)
-    total = sum(plan_costs(config, build_plan(config)).values())
     advice = ("For the full study use a GPU machine (`--profile profiles/gpu`) or a "
               "cluster (`--profile profiles/slurm`; README, 'Running on a cluster').")
     if config.get("profile") == "full":
@@ -337,19 +339,21 @@ def device_notice(config: dict, n_runs: int, n_left: int | None = None,
             f"{format_duration(total / max(parallel, 1))} here. {advice}")
 
 
-def start_notice(config: dict, plan: dict, runs_dir: str, parallel: int) -> None:
+def start_notice(config: dict, plan: dict, runs_dir: str, parallel: int) -> dict[str, float]:
     """Print the device notice; stop before any job when the runs left would train for
-    more than CPU_STOP_HOURS on this CPU and the config does not say allow_cpu_full."""
+    more than CPU_STOP_HOURS on this CPU and the config does not say allow_cpu_full.
+    Returns each run's estimated cost (for the progress plan)."""
     from snakemake.exceptions import WorkflowError
 
     from .rundir import RunDir
 
+    costs = plan_costs(config, plan)
     left = [rid for rid in plan if not RunDir(Path(runs_dir) / rid).is_complete]
-    print(device_notice(config, len(plan), len(left), parallel), file=sys.stderr)
+    print(device_notice(config, len(plan), len(left), parallel, sum(costs.values())),
+          file=sys.stderr)
     if not left or not trains_on_cpu(config) or config.get("allow_cpu_full"):
-        return
-    costs = plan_costs(config, {rid: plan[rid] for rid in left})
-    hours = sum(costs.values()) / max(parallel, 1) / 3600
+        return costs
+    hours = sum(costs[rid] for rid in left) / max(parallel, 1) / 3600
     if hours > CPU_STOP_HOURS:
         raise WorkflowError(
             f"cifarlab: stopped before training: the {len(left)} runs left would take about "
@@ -358,6 +362,7 @@ def start_notice(config: dict, plan: dict, runs_dir: str, parallel: int) -> None
             "a GPU (`--profile profiles/gpu`) or a cluster (`--profile profiles/slurm`); or, "
             "to train here anyway, add `--config allow_cpu_full=true` (`make run FULL=1`). "
             "Nothing was changed.")
+    return costs
 
 
 def use_worker(config: dict, local: bool) -> bool:
@@ -388,9 +393,11 @@ def stop_worker(socket_path: str) -> None:
     shutdown(socket_path)
 
 
-def write_progress_plan(config: dict, plan: dict, layout, parallel: int) -> None:
-    """The plan file finishing training jobs read to print the grid's progress."""
+def write_progress_plan(config: dict, plan: dict, layout, parallel: int,
+                        costs: dict[str, float] | None = None) -> None:
+    """The plan file finishing training jobs read to print the grid's progress
+    (``costs``: as start_notice returned them, computed here when not given)."""
     from .progress import write_plan
 
-    write_plan(layout.progress, plan_costs(config, plan), parallel, layout.runs,
+    write_plan(layout.progress, costs or plan_costs(config, plan), parallel, layout.runs,
                layout.train_log)

@@ -102,8 +102,8 @@ onstart:
         jobs=_global_resource("_nodes"),
         local=workflow.local_exec,
     )
-    pipeline.start_notice(config, PLAN, RUNS_DIR, parallel)
-    pipeline.write_progress_plan(config, PLAN, LAYOUT, parallel)
+    costs = pipeline.start_notice(config, PLAN, RUNS_DIR, parallel)
+    pipeline.write_progress_plan(config, PLAN, LAYOUT, parallel, costs)
     if WORKER:
         pipeline.start_worker(WORKER, log=f"{LOGS}/worker.log")
 
