@@ -47,15 +47,19 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
+def smoke_args(url: str, md5: str) -> list[str]:
+    """The smoke profile's arguments with its archive served at ``url``."""
+    return ["--cores", "2", "--configfile", str(ROOT / "config/smoke.yaml"), "--config",
+            f"data={{source: url, url: '{url}/cifar-10-python.tar.gz', md5: {md5}}}"]
+
+
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     work = tmp_path_factory.mktemp("smoke")
     served = tmp_path_factory.mktemp("served")
     md5 = make_official_archive(served / "cifar-10-python.tar.gz", per_batch=100)
     with serve_directory(served) as url:
-        data = (f"data={{source: url, url: '{url}/cifar-10-python.tar.gz', md5: {md5}}}")
-        common = ["--cores", "2", "--configfile", str(ROOT / "config/smoke.yaml"),
-                  "--config", data]
+        common = smoke_args(url, md5)
         first = snakemake(work, *common)
         yield {"work": work, "common": common, "first": first, "url": url}
 

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from helpers import make_official_archive, serve_directory
-from test_pipeline import BIN, ROOT, job_counts, snakemake
+from test_pipeline import BIN, ROOT, job_counts, smoke_args, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -30,9 +30,7 @@ def study(tmp_path_factory):
     md5 = make_official_archive(served / "cifar-10-python.tar.gz", per_batch=100)
     with serve_directory(served) as url:
         def common(md5_: str = md5) -> list[str]:
-            return ["--cores", "2", "--configfile", str(ROOT / "config/smoke.yaml"),
-                    "--config", f"data={{source: url, url: '{url}/cifar-10-python.tar.gz', "
-                    f"md5: {md5_}}}"]
+            return smoke_args(url, md5_)
 
         snakemake(work, *common())
         yield {"work": work, "common": common, "md5": md5}
