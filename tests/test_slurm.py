@@ -466,8 +466,11 @@ def test_a_job_killed_at_its_time_limit_is_retried_and_resumes(study):
             assert n > 1 and k >= 1 and len(trained) - 1 <= k <= len(trained), (n, k, trained)
             trained = trained[:k]
             resumed.append(k)
-        elif f"run {run} is complete; not training it again" in log:
-            # killed after its last epoch but before the job ended: not trained again
+        elif (f"run {run} is complete; not training it again" in log
+              or f"run {run} completed earlier; restoring its outputs" in log):
+            # killed after its last epoch but before the job ended: not trained again (if
+            # the kill fell between the record's metrics.json and the run's, the outputs
+            # are restored from the record)
             assert n > 1 and len(trained) == epochs and not epochs_here, (n, trained[-3:])
         else:  # a fresh start only while no checkpoint could exist yet
             assert len(trained) <= 1, (n, trained[-3:], log[-2000:])
