@@ -313,3 +313,23 @@ def test_hyperparameters_print_settings_as_the_config_writes_them(study):
     mlp = _table_row(text, "MLP")
     assert mlp[3:5] == ["1e-3", "1e-3"]  # lr, weight decay: not "1e-03"
     assert "1e-05" not in text and "1e-5" in text
+
+
+def test_data_section_gives_each_experiments_seeds_and_the_profile_notes(tmp_path):
+    cfg = copy.deepcopy(CONFIG)
+    cfg["experiments"]["weight_decay"]["seeds"] = [0]  # a sweep no finding uses: one seed
+    plan = build_plan(normalize_config(cfg))
+    assert len(plan) == 3 * 6 + 2  # the ablation's 6 points x 3 seeds, 2 sweep-only points
+    _write_runs(plan, tmp_path / "runs", cpus=["Trainer CPU 9000"])
+    aggregate(plan, tmp_path / "runs", tmp_path / "tables", profile="unit",
+              experiments=cfg["experiments"])
+    wd = pd.read_csv(tmp_path / "tables/experiment_weight_decay.csv")
+    assert set(wd["n_seeds"]) == {1}
+    v = ReportView.load(tmp_path / "tables", "figures", tmp_path / "runs", profile="unit",
+                        notes="every run trains 2 epochs,\n  by a rule.")
+    text = reporting.data_section(v)
+    assert "Seeds per grid point: 3 (1 in weight_decay: the experiments' `seeds`) " \
+           "(intervals over seeds use Student's t)." in text
+    assert "How this profile was sized: every run trains 2 epochs, by a rule." in text
+    plain = ReportView.load(tmp_path / "tables", "figures", tmp_path / "runs")
+    assert "How this profile was sized" not in reporting.data_section(plain)

@@ -979,3 +979,26 @@ def test_split_errors(folder_cache: Path) -> None:
         make_splits(folder_cache, method="random")
     with pytest.raises(DataError, match="cifarlab prepare"):
         make_splits(folder_cache.parent / "nope.npz")
+
+
+def test_a_preloaded_cache_is_read_once_and_again_when_the_file_changes(
+        folder_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    cache = tmp_path / "c.npz"
+    cache.write_bytes(folder_cache.read_bytes())
+    data.preload_cache(cache)
+    reads: list[object] = []
+    real_load = np.load
+    monkeypatch.setattr(np, "load", lambda *a, **k: reads.append(a) or real_load(*a, **k))
+    got = load_cache(cache)
+    assert not reads  # served from memory: the worker's forked runs read no file
+    want = load_cache(folder_cache)  # another path: read from its file
+    assert len(reads) == 1
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+    got["train_images"] = None  # a caller's dict is its own: the kept one is untouched
+    assert load_cache(cache)["train_images"] is not None and len(reads) == 1
+    st = cache.stat()  # the file re-prepared (a new mtime): read again, not the old arrays
+    os.utime(cache, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    load_cache(cache)
+    assert len(reads) == 2

@@ -61,6 +61,36 @@ def test_seeds_multiply_runs_and_are_part_of_the_id():
     assert one < set(plan)  # adding seeds keeps the old runs' ids
 
 
+def test_an_experiment_can_run_its_own_seeds():
+    cfg = copy.deepcopy(CONFIG)
+    cfg["seeds"] = [0, 1, 2]
+    cfg["experiments"]["dropout_rate"]["seeds"] = [0]
+    plan = build_plan(cfg)
+    # ablation 3 points x 2 models, batch 3 more x 2, dropout2d 1: 13 per seed x 3 seeds;
+    # the sweep's 8 points that no other grid holds x 2 models, once
+    assert len(plan) == 13 * 3 + 16
+    sweep = [m for e in plan.values() for m in e["members"] if m["experiment"] == "dropout_rate"]
+    assert {m["seed"] for m in sweep} == {0} and len(sweep) == 20
+    # the shared baseline still runs (and is the baseline) for every seed of the others
+    base = [e for e in plan.values() if e.get("baseline")]
+    assert sorted(e["spec"]["seed"] for e in base) == [0, 0, 1, 1, 2, 2]
+    # an experiment's seeds beyond the top-level ones are runs of their own
+    cfg["experiments"]["dropout2d"]["seeds"] = [0, 1, 2, 3, 4]
+    more = build_plan(cfg)
+    assert len(more) == len(plan) + 2 * 2  # cnn baseline and dropout2d point, seeds 3 and 4
+
+
+def test_an_experiments_seeds_from_the_command_line_are_typed():
+    from cifarlab.study import load_config
+
+    cfg = load_config([], ["experiments={dropout_rate: {seeds: 4}}"])
+    assert cfg["experiments"]["dropout_rate"]["seeds"] == [4]
+    bad = copy.deepcopy(CONFIG)
+    bad["experiments"]["ablation"]["seeds"] = [0, 0]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, SCHEMA)
+
+
 def test_run_id_depends_on_spec_only():
     plan = build_plan(CONFIG)
     again = build_plan(copy.deepcopy(CONFIG))
@@ -86,8 +116,14 @@ def test_profiles_keep_the_grid(profile):
     plan = build_plan(cfg)
     exps = {m["experiment"] for e in plan.values() for m in e["members"]}
     assert exps == {"ablation", "dropout_rate", "batch_size", "dropout2d"}
-    if profile == "config/quick.yaml":  # the study's 29 distinct runs per seed
-        assert len(plan) == 29 * len(cfg["seeds"])
+    if profile == "config/quick.yaml":  # the study's 29 distinct runs for the first seed
+        first = cfg["seeds"][0]
+        assert sum(e["spec"]["seed"] == first for e in plan.values()) == 29
+        # every finding's grid runs every seed
+        for name in ("ablation", "batch_size", "dropout2d"):
+            seeds = {m["seed"] for e in plan.values() for m in e["members"]
+                     if m["experiment"] == name}
+            assert seeds == set(cfg["seeds"]), (name, seeds)
 
 
 def test_schema_accepts_default_and_rejects_wrong_types():

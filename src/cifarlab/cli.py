@@ -183,7 +183,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     render_report(Path(args.notebook), Path(args.executed), Path(args.tables),
                   Path(args.figures), Path(args.runs), Path(args.out), profile=args.profile,
-                  config_files=args.config_files)
+                  config_files=args.config_files, notes=args.notes)
     return 0
 
 
@@ -289,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="report folder (report.html, report.md)")
     s.add_argument("--profile", default="")
     s.add_argument("--config-files", default="")
+    s.add_argument("--notes", default="", help="the config's profile_notes, for the report")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("worker", help="serve training jobs from one process with torch "

@@ -966,11 +966,36 @@ def source_files(kind: str, location: str | Path) -> list[Path]:
     return [path]
 
 
+# A cache kept in memory by preload_cache: (resolved path, mtime_ns, size) -> arrays.
+_PRELOADED: dict[tuple[str, int, int], dict[str, np.ndarray]] = {}
+
+
+def _cache_key(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path.resolve()), st.st_mtime_ns, st.st_size
+
+
+def preload_cache(path: str | Path) -> None:
+    """Keep the cache at ``path`` in memory: later ``load_cache`` calls for the same,
+    unchanged file in this process, and in the children it forks, read no file.
+
+    The training worker calls it before forking each run, so a run's start-up does not
+    read and decompress ~180 MB (about 0.9 s of a 2-core laptop's time per run).
+    """
+    path = Path(path).expanduser()
+    cache = load_cache(path)
+    _PRELOADED.clear()  # one cache at a time: a re-prepared file replaces the old one
+    _PRELOADED[_cache_key(path)] = cache
+
+
 def load_cache(path: Path) -> dict[str, np.ndarray]:
     """Read a cache written by `prepare` into a dict of numpy arrays (no pickle)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"no data cache at {path}; run `cifarlab prepare` first")
+    kept = _PRELOADED.get(_cache_key(path))
+    if kept is not None:  # preloaded and unchanged since (same mtime and size)
+        return dict(kept)
     try:
         with np.load(path, allow_pickle=False) as z:
             cache = {k: z[k] for k in z.files}
@@ -1130,6 +1155,7 @@ __all__ = [
     "Split",
     "Splits",
     "load_cache",
+    "preload_cache",
     "make_splits",
     "manifest_path",
     "prepare",

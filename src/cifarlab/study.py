@@ -25,7 +25,7 @@ from .models import MODELS, model_arguments
 
 __all__ = [
     "ConfigError", "OPTIMIZERS", "PRECISIONS", "canonical_spec", "run_id", "build_plan",
-    "validate_config", "check_sizes", "data_identity",
+    "validate_config", "check_sizes", "data_identity", "experiment_seeds",
 ]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -264,6 +264,9 @@ def normalize_config(config: dict) -> dict:
     coerce_mapping(config)
     if isinstance(config.get("seeds"), int):
         config["seeds"] = [config["seeds"]]
+    for exp in (config.get("experiments") or {}).values():
+        if isinstance(exp, dict) and isinstance(exp.get("seeds"), int):
+            exp["seeds"] = [exp["seeds"]]
     return config
 
 
@@ -367,6 +370,12 @@ def check_sizes(split: dict, n_pool: int, n_test: int) -> None:
               "images", f"use at most {n_test}, or null for all of them")
 
 
+def experiment_seeds(config: dict, name: str) -> list[int]:
+    """The seeds experiment ``name`` runs: its own ``seeds``, else the top-level ones."""
+    own = config.get("experiments", {}).get(name, {}).get("seeds")
+    return list(own if own is not None else config.get("seeds", [0]))
+
+
 def build_plan(config: dict) -> dict[str, dict]:
     """run_id -> {"spec": spec, "members": [{experiment, model, label, value}, ...]}.
 
@@ -378,11 +387,14 @@ def build_plan(config: dict) -> dict[str, dict]:
     data = data_identity(config.get("data", {}))
     precision = config.get("precision", "fp32")
     plan: dict[str, dict] = {}
+    all_seeds: set[int] = set()
     for ename, exp in config.get("experiments", {}).items():
+        seeds = experiment_seeds(config, ename)
+        all_seeds.update(seeds)
         for model in exp["models"]:
             for index, (label, value, override) in enumerate(_experiment_points(ename, exp)):
                 settings = _deep_merge(config["models"][model], override)
-                for seed in config.get("seeds", [0]):
+                for seed in seeds:
                     spec = canonical_spec(model, settings, seed, split, data, precision)
                     rid = run_id(spec)
                     entry = plan.setdefault(rid, {"spec": spec, "members": []})
@@ -392,7 +404,7 @@ def build_plan(config: dict) -> dict[str, dict]:
     # The baseline of each model (its settings without overrides) is what the study's
     # headline numbers and curves describe.
     for model, settings in config.get("models", {}).items():
-        for seed in config.get("seeds", [0]):
+        for seed in sorted(all_seeds):
             rid = run_id(canonical_spec(model, settings, seed, split, data, precision))
             if rid in plan:
                 plan[rid]["baseline"] = True

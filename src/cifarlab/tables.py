@@ -85,6 +85,11 @@ class StudyTables:
         """Number of distinct seeds over all runs."""
         return int(self.runs["seed"].nunique())
 
+    def seeds_per_experiment(self) -> dict[str, int]:
+        """experiment -> its seeds per grid point (the most any of its points has)."""
+        return {name: int(t["n_seeds"].max()) for name, t in self.experiment_tables.items()
+                if not t.empty}
+
     def spec(self, run_id: str) -> dict:
         """The canonical spec of a run of the plan."""
         return self.plan[run_id]["spec"]

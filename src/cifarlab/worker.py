@@ -165,6 +165,20 @@ def _child(conn: socket.socket, request: dict, fds: list[int]) -> None:
         os._exit(rc if isinstance(rc, int) else 1)
 
 
+def _preload_data(request: dict) -> None:
+    """Load the job's data cache (`--data PATH`) here, once, before forking: every child
+    inherits the arrays instead of reading the file again. A cache that cannot be read
+    is left to the child, whose error then goes to the run's log."""
+    argv = request.get("argv", [])
+    if "--data" not in argv[:-1]:
+        return
+    from .data import preload_cache
+
+    path = Path(request.get("cwd", ".")) / argv[argv.index("--data") + 1]
+    with contextlib.suppress(Exception):
+        preload_cache(path)
+
+
 def serve(socket_path: str | Path, idle_timeout: float = 120.0,
           parent_pid: int | None = None) -> int:
     """Serve training jobs on ``socket_path`` until shut down, orphaned or idle."""
@@ -215,6 +229,7 @@ def serve(socket_path: str | Path, idle_timeout: float = 120.0,
                     os.close(fd)
                 conn.close()  # the job sees no exit status and reports a failure
                 continue
+            _preload_data(request)
             sys.stdout.flush()
             sys.stderr.flush()
             pid = os.fork()

@@ -88,6 +88,18 @@ def run_runtime(wildcards, attempt):
     return minutes * attempt
 
 
+def run_priority(wildcards):
+    # Longest runs first (by the cost model): on a few local cores the grid then ends on
+    # short runs instead of one core training a long run while the other idles.
+    return int(
+        pipeline.estimated_seconds(
+            PLAN[wildcards.run]["spec"],
+            gpu=TRAIN.get("gpus", 0) > 0,
+            threads=TRAIN.get("threads", 1),
+        )
+    )
+
+
 def _global_resource(name):
     value = workflow.global_resources.get(name)
     return getattr(value, "value", value)

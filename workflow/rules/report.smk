@@ -23,6 +23,7 @@ rule report:
             os.path.relpath(f, workflow.basedir) for f in workflow.configfiles
         ),
         profile=config.get("profile", ""),
+        notes=config.get("profile_notes") or "",
         runs=RUNS_DIR,
         report_dir=lambda w, output: os.path.dirname(output.html),
         tables=lambda w, input: os.path.dirname(input.runs_csv),
@@ -31,4 +32,4 @@ rule report:
         f"bash {LOGGED} {{log}} python -m cifarlab report --notebook {{input.notebook}} "
         "--executed {output.notebook} --tables {params.tables} --figures {params.figures} "
         "--runs {params.runs} --out {params.report_dir} --profile {params.profile:q} "
-        "--config-files {params.config_files:q}"
+        "--config-files {params.config_files:q} --notes {params.notes:q}"

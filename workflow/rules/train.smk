@@ -17,6 +17,7 @@ rule train:
         LAYOUT.train_log,
     benchmark:
         "results/benchmarks/train/{run}.tsv"
+    priority: run_priority
     conda:
         "../envs/cifarlab.yaml"
     threads: TRAIN.get("threads", 1)

@@ -15,7 +15,8 @@ __all__ = ["render_report"]
 
 
 def render_report(notebook: Path, executed: Path, tables: Path, figures: Path, runs: Path,
-                  out: Path, profile: str = "", config_files: str = "") -> None:
+                  out: Path, profile: str = "", config_files: str = "",
+                  notes: str = "") -> None:
     """Execute the report notebook with papermill and write report.html / report.md."""
     import nbformat
     import papermill
@@ -32,7 +33,8 @@ def render_report(notebook: Path, executed: Path, tables: Path, figures: Path, r
     papermill.execute_notebook(
         str(notebook), str(executed), kernel_name="python3", progress_bar=False,
         parameters={"tables": str(Path(tables).resolve()), "runs": str(Path(runs).resolve()),
-                    "figures": "figures", "profile": profile, "config_files": config_files},
+                    "figures": "figures", "profile": profile, "config_files": config_files,
+                    "notes": notes},
     )
     nb = nbformat.read(executed, as_version=4)
     # The "basic" template: the cells' HTML without nbconvert's page, which loads

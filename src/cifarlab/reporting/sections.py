@@ -183,7 +183,7 @@ def _training_budget(runs: pd.DataFrame) -> str:
                 f"images: {int(seen.iloc[0]):,} training images seen, "
                 f"{_pct(100 * seen.iloc[0] / STUDY_IMAGES_SEEN)}% of the study's 40,000 x 100, "
                 "the same for every grid point (batch sizes are compared at equal epochs, as "
-                "in the study). How the profile was sized is in its config file's comments.")
+                "in the study).")
     return (f"Runs train {min(epochs)}-{max(epochs)} epochs: "
             f"{int(seen.min()):,}-{int(seen.max()):,} training images seen, "
             f"{_pct(100 * seen.min() / STUDY_IMAGES_SEEN)}-"
@@ -197,11 +197,17 @@ def data_section(v: ReportView) -> str:
     n_test = int(r["n_test"])
     accs = runs["test_acc"] / 100
     se = [math.sqrt(a * (1 - a) / n_test) * 100 for a in (accs.min(), accs.max())]
-    n_seeds = v.tables.n_seeds
+    per_exp = v.tables.seeds_per_experiment()
+    n_seeds = max(per_exp.values(), default=v.tables.n_seeds)
+    seeds_text = str(n_seeds)
+    if len(set(per_exp.values())) > 1:  # the experiments' own `seeds` differ
+        seeds_text += " (" + ", ".join(f"{n} in {name}" for name, n in per_exp.items()
+                                       if n != n_seeds) + ": the experiments' `seeds`)"
     return "\n".join([
         "## Data and split",
         "",
         _training_budget(runs),
+        *(["", f"How this profile was sized: {' '.join(v.notes.split())}"] if v.notes else []),
         "",
         f"Training on {int(r['n_train']):,} images, model selection on {int(r['n_val']):,} "
         f"validation images (the checkpoint with the best validation accuracy is kept), "
@@ -214,7 +220,7 @@ def data_section(v: ReportView) -> str:
         f"{se[0]:.2f}–{se[1]:.2f} points over the accuracies seen here "
         f"({accs.min() * 100:.1f}–{accs.max() * 100:.1f}%), so differences of about "
         f"{2 * max(se):.1f} points or less between single runs are within test-set noise. "
-        f"Seeds per grid point: {n_seeds}"
+        f"Seeds per grid point: {seeds_text}"
         + (" (intervals over seeds use Student's t)." if n_seeds > 1 else
            " (with one seed, intervals are binomial and cover test-set sampling only)."),
     ])

@@ -19,7 +19,8 @@ class ReportView:
 
     ``figures`` is the figures' folder relative to the rendered report; ``runs_dir`` the
     run folders (for sections that read a run's history); ``profile`` and
-    ``config_files`` name the configuration the tables came from.
+    ``config_files`` name the configuration the tables came from; ``notes`` is its
+    ``profile_notes`` (how the profile was sized).
     """
 
     tables: StudyTables
@@ -27,12 +28,13 @@ class ReportView:
     runs_dir: Path | None = None
     profile: str = ""
     config_files: str = ""
+    notes: str = ""
 
     @classmethod
     def load(cls, tables: str | Path, figures: str = "figures", runs_dir: Path | None = None,
-             profile: str = "", config_files: str = "") -> ReportView:
+             profile: str = "", config_files: str = "", notes: str = "") -> ReportView:
         """Read the tables in ``tables`` once."""
-        return cls(StudyTables.load(tables), figures, runs_dir, profile, config_files)
+        return cls(StudyTables.load(tables), figures, runs_dir, profile, config_files, notes)
 
     def figure(self, name: str, caption: str) -> str:
         """Markdown of the figure ``name`` with its caption."""
