@@ -280,6 +280,29 @@ def test_findings_count_the_study_findings_and_give_each_margin(study):
                        strict=True))
     assert float(dropout["margin (SE)"]) < 0
     assert "*Margin (SE)*:" in findings and "t = 4.30 for 3 seeds" in findings
+    # every seed's BN difference is positive; of full - no_dropout (-0.1, 0, +0.1 points)
+    # one seed is lower, as the study's "Dropout lowers CNN" expects
+    assert bn["seeds the study's way"] == "3 of 3"
+    assert dropout["seeds the study's way"] == "1 of 3"
+    assert "every seed's paired difference points" not in findings
+
+
+def test_findings_name_the_unreproduced_ones_every_seed_agrees_with(study):
+    import dataclasses
+
+    v = _view(study)
+    eff = v.tables.effects.copy()
+    row = ((eff["experiment"] == "ablation") & (eff["model"] == "cnn")
+           & (eff["a"] == "full") & (eff["b"] == "no_dropout"))
+    eff.loc[row, "n_lower"] = 3  # all three seeds lower, the interval still across zero
+    tables = dataclasses.replace(v.tables, effects=eff)
+    findings = reporting.findings(dataclasses.replace(v, tables=tables))
+    assert "**3 of 8 findings reproduced.** In 1 more, every seed's paired difference " \
+           "points the study's way, but the interval still includes zero: Dropout lowers " \
+           "CNN test accuracy." in findings
+    head = _table_row(findings, "finding (study)")
+    row = dict(zip(head, _table_row(findings, "Dropout lowers CNN test accuracy"), strict=True))
+    assert row["seeds the study's way"] == "3 of 3" and row["status"] == "not reproduced"
 
 
 def test_reproduction_does_not_call_a_row_without_a_number_reproduced(study):

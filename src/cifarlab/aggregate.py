@@ -123,16 +123,21 @@ def _effect_row(points: pd.DataFrame, experiment: str, model: str, e: EffectDef
         return None
     n_test = int(points["n_test"].iloc[0])
     iv = paired_effect([sa[s] for s in seeds], [sb[s] for s in seeds], n_test)
+    diffs = [sa[s] - sb[s] for s in seeds]
     return {"experiment": experiment, "model": model, "a": e.a, "b": e.b,
             "a_model": e.a_model or model, "b_model": e.b_model or model,
             "effect": effect_label(experiment, model, e, e.chosen_on_val),
             "metric": "test_acc", "n_seeds": len(seeds), "difference": iv.mean * 100,
             "sd": iv.std * 100, "low": iv.low * 100, "high": iv.high * 100,
-            "interval": iv.method, "verdict": verdict(iv)}
+            "interval": iv.method, "verdict": verdict(iv),
+            # how many seeds' paired differences point each way (a verdict's evidence
+            # beside its interval: 3 of 3 seeds agreeing is not nothing at n = 3)
+            "n_higher": sum(d > 0 for d in diffs), "n_lower": sum(d < 0 for d in diffs)}
 
 
 EFFECT_COLUMNS = ("experiment", "model", "a", "b", "a_model", "b_model", "effect", "metric",
-                  "n_seeds", "difference", "sd", "low", "high", "interval", "verdict")
+                  "n_seeds", "difference", "sd", "low", "high", "interval", "verdict",
+                  "n_higher", "n_lower")
 
 
 def effects_table(points: pd.DataFrame, experiments: dict[str, Experiment]) -> pd.DataFrame:

@@ -440,6 +440,21 @@ def _critical_values(effects: list[pd.Series]) -> str:
     return ", ".join(out)
 
 
+def _seeds_agreeing(effect: pd.Series, expect: str) -> str:
+    """"k of n": the seeds whose paired difference has the study's sign ("better": a > b,
+    "worse": a < b); empty when the table predates the count or has one seed."""
+    n = int(effect["n_seeds"])
+    key = {"better": "n_higher", "worse": "n_lower"}.get(expect)
+    if key is None or key not in effect or pd.isna(effect[key]) or n < 2:
+        return ""
+    return f"{int(effect[key])} of {n}"
+
+
+def _all_agree(text: str) -> bool:
+    k, _, n = text.partition(" of ")
+    return bool(text) and k == n
+
+
 def findings(v: ReportView) -> str:
     """The study's findings, each with its numbers, its interval's distance from zero and
     a verdict from the intervals; headed by how many of the study's findings reproduce."""
@@ -452,6 +467,7 @@ def findings(v: ReportView) -> str:
         used.append(e)
         rows.append({"finding (study)": finding, "measured (points)": e["difference"],
                      "95% CI": ci(e["low"], e["high"]), "margin (SE)": _margin(e),
+                     "seeds the study's way": _seeds_agreeing(e, expect),
                      "verdict": got,
                      "status": "reproduced" if got == expect else "not reproduced"})
     for name in published.SMALLEST_IS_WORST:
@@ -469,7 +485,9 @@ def findings(v: ReportView) -> str:
             rows.append({"finding (study)": f"{exp.axis} {smallest['label']} is the worst "
                          f"({display_name(m)})", "measured (points)": r["difference"],
                          "95% CI": ci(r["low"], r["high"]) + f" vs {r['b']}",
-                         "margin (SE)": _margin(r), "verdict": r["verdict"],
+                         "margin (SE)": _margin(r),
+                         "seeds the study's way": _seeds_agreeing(r, "worse"),
+                         "verdict": r["verdict"],
                          "status": "reproduced" if worst["label"] == smallest["label"]
                          and r["verdict"] == "worse" else "not reproduced"})
     if not rows:
@@ -478,6 +496,13 @@ def findings(v: ReportView) -> str:
     n_ok = int((df["status"] == "reproduced").sum())
     total = max(study_findings_total(), len(df))
     headline = f"**{n_ok} of {total} findings reproduced.**"
+    unanimous = [r for r in rows if r["status"] != "reproduced"
+                 and _all_agree(r["seeds the study's way"])]
+    if unanimous:
+        # Evidence short of a verdict: the direction every seed took, stated, never counted.
+        headline += (f" In {len(unanimous)} more, every seed's paired difference points "
+                     "the study's way, but the interval still includes zero: "
+                     + "; ".join(r["finding (study)"] for r in unanimous) + ".")
     critical = _critical_values(used)
     critical = f" ({critical})" if critical else ""
     if len(df) < total:
@@ -495,7 +520,8 @@ def findings(v: ReportView) -> str:
             "√n; with one seed, the binomial SE): positive means the interval clears zero "
             "by that much, negative that zero lies inside it; it equals |effect| / SE minus "
             f"the critical value{critical}, so a margin near 0 marks a verdict that slightly "
-            "different seeds could flip.")
+            "different seeds could flip. *Seeds the study's way*: of the seeds both sides "
+            "ran, how many show a paired difference in the study's direction.")
 
 
 def reproduction(v: ReportView) -> str:
