@@ -356,3 +356,19 @@ def test_data_section_gives_each_experiments_seeds_and_the_profile_notes(tmp_pat
     assert "How this profile was sized: every run trains 2 epochs, by a rule." in text
     plain = ReportView.load(tmp_path / "tables", "figures", tmp_path / "runs")
     assert "How this profile was sized" not in reporting.data_section(plain)
+
+
+def test_findings_give_the_batchnorm_diagnostic_of_the_baselines(study):
+    import dataclasses
+
+    v = _view(study)
+    assert "BatchNorm diagnostic" not in reporting.findings(v)  # runs without it: nothing
+    runs = v.tables.runs.copy()
+    base = runs["baseline"] & (runs["model"] == "cnn")
+    runs["val_acc_bn_reestimated"] = float("nan")
+    runs.loc[base, "val_acc_bn_reestimated"] = runs.loc[base, "val_acc"] + 7.5
+    text = reporting.findings(dataclasses.replace(
+        v, tables=dataclasses.replace(v.tables, runs=runs)))
+    assert "*BatchNorm diagnostic* (not one of the study's metrics)" in text
+    assert "(per seed +7.5, +7.5, +7.5 points)" in text and "MLP" not in text.split(
+        "BatchNorm diagnostic")[1].split(".")[0]  # the MLP has no value: not mentioned

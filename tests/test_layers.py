@@ -307,3 +307,32 @@ def test_layers_accept_channels_last_inputs():
         out = cls(0.5).train()(z)
         kept = out != 0
         assert_close(out[kept], z[kept] / 0.5)
+
+
+def test_reestimated_copy_takes_batchnorm_statistics_with_dropout_off():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 4), layers.BatchNorm1d(4), nn.ReLU(),
+                          layers.Dropout(0.5), nn.Linear(4, 3), layers.BatchNorm1d(3))
+    model.train()
+    x = torch.randn(64, 6)
+    for _ in range(3):  # running statistics gathered with dropout on
+        model(x)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    twin = layers.reestimated_copy(model, x, batch=100)  # one batch: exact statistics
+    assert not twin.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # untouched
+    with torch.no_grad():
+        h = model[0](x)
+        assert_close(twin[1].running_mean, h.mean(0))
+        assert_close(twin[1].running_var, h.var(0, unbiased=True))
+        # the second BatchNorm sees the first block's output without dropout (the first
+        # BatchNorm normalizing with the batch's own statistics, as in training)
+        bn1 = torch.nn.functional.batch_norm(h, None, None, model[1].weight, model[1].bias,
+                                             training=True)
+        z = model[4](torch.relu(bn1))
+        assert_close(twin[5].running_mean, z.mean(0))
+        assert_close(twin[5].running_var, z.var(0, unbiased=True))
+    assert twin[3].p == 0.5  # dropout kept as it was, only switched off for the pass
+    # batches of 1000 over 1001 images: the leftover single image is skipped, not an error
+    assert layers.reestimated_copy(model, torch.randn(1001, 6)) is not None
+    assert layers.reestimated_copy(nn.Linear(6, 3), x) is None  # no BatchNorm: no copy

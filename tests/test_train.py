@@ -65,6 +65,18 @@ def test_run_writes_outputs_and_learns(tmp_path, data):
     model.load_state_dict(torch.load(out / "best.pt", weights_only=True))
     _, val_acc = evaluate(model, normalize(data.val.images, torch.device("cpu")), data.val.labels)
     assert val_acc == pytest.approx(m["val_acc"])
+    # the diagnostic: the same weights with BatchNorm's statistics re-estimated
+    from cifarlab.layers import reestimated_copy
+
+    x_train = normalize(data.train.images, torch.device("cpu"))
+    twin = reestimated_copy(model, x_train)
+    _, again = evaluate(twin, normalize(data.val.images, torch.device("cpu")), data.val.labels)
+    assert m["val_acc_bn_reestimated"] == pytest.approx(again)
+
+
+def test_a_run_without_batchnorm_has_no_bn_diagnostic(tmp_path, data):
+    m = train_run(spec(model="cnn", epochs=1, bn=False), data, tmp_path / "run", threads=1)
+    assert m["val_acc_bn_reestimated"] is None and m["val_acc"] is not None
 
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])

@@ -36,12 +36,14 @@ log = logging.getLogger("cifarlab.aggregate")
 
 ACC = ("train_acc", "val_acc", "test_acc")
 METRIC_COLUMNS = ("best_epoch", "train_acc", "val_acc", "test_acc", "train_loss", "val_loss",
-                  "test_loss", "best_train_acc", "best_val_acc", "n_params", "seconds",
+                  "test_loss", "best_train_acc", "best_val_acc", "val_acc_bn_reestimated",
+                  "n_params", "seconds",
                   "images_per_second", "epochs_completed", "diverged", "diverged_epoch",
                   "diverged_train_loss",
                   "n_train", "n_val", "n_test", "device", "threads", "cpu", "torch",
                   "precision", "git_commit", "data_checksum", "started", "finished")
-PCT = ("train_acc", "val_acc", "test_acc", "best_train_acc", "best_val_acc")
+PCT = ("train_acc", "val_acc", "test_acc", "best_train_acc", "best_val_acc",
+       "val_acc_bn_reestimated")
 
 
 def _flatten(spec: dict) -> dict:

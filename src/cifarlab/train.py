@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import Splits
+from .layers import reestimated_copy
 from .models import build_model, count_parameters, model_entry
 from .rundir import HISTORY_COLUMNS, RunDir, RunFileError, RunState
 from .system import cpu_model, tune_cpu_allocator
@@ -309,6 +310,16 @@ class Trainer:
         """Non-finite, or above DIVERGED_FACTOR x the loss of a uniform guess."""
         return not math.isfinite(train_loss) or train_loss > self.diverged_above
 
+    def bn_reestimated_val_acc(self) -> float | None:
+        """Validation accuracy of the current weights with BatchNorm's statistics
+        re-estimated on the training images, Dropout off (a diagnostic beside the study's
+        eval-mode accuracy; see layers.reestimated_copy); None without BatchNorm."""
+        with _autocast(self.device, self.precision):
+            twin = reestimated_copy(self.model, self.x_train, EVAL_BATCH)
+        if twin is None:
+            return None
+        return evaluate(twin, self.x_val, self.y_val, self.precision)[1]
+
     def final_metrics(self, state: RunState, diverged: dict | None) -> dict:
         """metrics.json's content: the best epoch's figures, its test accuracy, provenance."""
         history, best, dev = state.history, state.best, self.device
@@ -317,6 +328,7 @@ class Trainer:
             "val_loss": None, "test_acc": None, "test_loss": None,
             "best_train_acc": max((r["train_acc"] for r in history), default=None),
             "best_val_acc": max((r["val_acc"] for r in history), default=None),
+            "val_acc_bn_reestimated": None,
         }
         if best["state"] is not None:
             self.model.load_state_dict(best["state"])
@@ -325,7 +337,8 @@ class Trainer:
             row = history[best["epoch"] - 1]
             metrics.update(best_epoch=best["epoch"], train_acc=row["train_acc"],
                            train_loss=row["train_loss"], val_acc=row["val_acc"],
-                           val_loss=row["val_loss"], test_acc=test_acc, test_loss=test_loss)
+                           val_loss=row["val_loss"], test_acc=test_acc, test_loss=test_loss,
+                           val_acc_bn_reestimated=self.bn_reestimated_val_acc())
         images = self.steps * self.batch_size * len(history)
         metrics.update({
             "epochs_completed": len(history),

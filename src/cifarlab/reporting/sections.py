@@ -521,7 +521,37 @@ def findings(v: ReportView) -> str:
             "by that much, negative that zero lies inside it; it equals |effect| / SE minus "
             f"the critical value{critical}, so a margin near 0 marks a verdict that slightly "
             "different seeds could flip. *Seeds the study's way*: of the seeds both sides "
-            "ran, how many show a paired difference in the study's direction.")
+            "ran, how many show a paired difference in the study's direction."
+            + _bn_diagnostic(v))
+
+
+def _bn_diagnostic(v: ReportView) -> str:
+    """The baselines' eval-mode validation accuracy beside the accuracy with BatchNorm's
+    statistics re-estimated (Dropout off): evidence for or against the running statistics
+    misleading eval mode. Empty when no baseline has the diagnostic."""
+    col = "val_acc_bn_reestimated"
+    if col not in v.tables.runs:
+        return ""
+    parts = []
+    for m in v.tables.models:
+        b = v.tables.baseline(m)
+        b = b[b[col].notna()]
+        if b.empty:
+            continue
+        gap = b[col] - b["val_acc"]
+        parts.append(f"{display_name(m)} {num(b['val_acc'].mean())}% in eval mode vs "
+                     f"{num(b[col].mean())}% re-estimated (per seed "
+                     + ", ".join(f"{g:+.1f}" for g in gap) + " points)")
+    if not parts:
+        return ""
+    return ("\n\n*BatchNorm diagnostic* (not one of the study's metrics): the baselines' best "
+            "checkpoints on validation, as evaluated (eval mode, BatchNorm's running "
+            "statistics gathered while Dropout was on) and with those statistics "
+            "re-estimated on the training images with Dropout off: " + "; ".join(parts)
+            + ". A large gap means the running statistics do not fit the activations of "
+            "eval mode, so the eval-mode accuracy understates what the weights learned and "
+            "varies with the seed: Dropout before a MaxPool and a later BatchNorm (the "
+            "study's CNN) inflates the activations those statistics were gathered from.")
 
 
 def reproduction(v: ReportView) -> str:
