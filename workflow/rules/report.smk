@@ -32,4 +32,4 @@ rule report:
         f"bash {LOGGED} {{log}} python -m cifarlab report --notebook {{input.notebook}} "
         "--executed {output.notebook} --tables {params.tables} --figures {params.figures} "
         "--runs {params.runs} --out {params.report_dir} --profile {params.profile:q} "
-        "--config-files {params.config_files:q} --notes {params.notes:q}"
+        "--config-files {params.config_files:q} --notes={params.notes:q}"
