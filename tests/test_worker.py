@@ -150,3 +150,16 @@ def test_shutdown_is_answered(tmp_path):
     assert shutdown(tmp_path / "s.sock")
     assert proc.wait(timeout=30) == 0
     assert not shutdown(tmp_path / "s.sock")  # gone: nothing answers
+
+
+def test_the_worker_preloads_the_data_a_train_command_names(monkeypatch, tmp_path, capsys):
+    from cifarlab import data, worker
+
+    seen = []
+    monkeypatch.setattr(data, "preload_cache", seen.append)
+    argv = ["train", "--spec", "{}", "--data", "results/d.npz", "--out", "o", "--threads", "1"]
+    worker._preload_data({"argv": argv, "cwd": str(tmp_path)})
+    assert seen == [tmp_path / "results/d.npz"]
+    worker._preload_data({"argv": ["train", "--bogus"], "cwd": str(tmp_path)})  # left to
+    worker._preload_data({"argv": ["status"], "cwd": str(tmp_path)})  # the child: no data
+    assert len(seen) == 1 and capsys.readouterr().err == ""

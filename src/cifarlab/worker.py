@@ -21,6 +21,7 @@ light process.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
@@ -169,14 +170,16 @@ def _preload_data(request: dict) -> None:
     """Load the job's data cache (`--data PATH`) here, once, before forking: every child
     inherits the arrays instead of reading the file again. A cache that cannot be read
     is left to the child, whose error then goes to the run's log."""
-    argv = request.get("argv", [])
-    if "--data" not in argv[:-1]:
-        return
+    from .cli import build_parser
     from .data import preload_cache
 
-    path = Path(request.get("cwd", ".")) / argv[argv.index("--data") + 1]
-    with contextlib.suppress(Exception):
-        preload_cache(path)
+    # The CLI's own reading of the command; a command it rejects fails in the child, which
+    # says why in the run's log (here its usage message would only repeat it).
+    with contextlib.suppress(Exception, SystemExit), \
+            contextlib.redirect_stderr(io.StringIO()):
+        args, _ = build_parser().parse_known_args(request.get("argv", []))
+        if getattr(args, "data", None):
+            preload_cache(Path(request.get("cwd", ".")) / args.data)
 
 
 def serve(socket_path: str | Path, idle_timeout: float = 120.0,

@@ -440,34 +440,34 @@ def _critical_values(effects: list[pd.Series]) -> str:
     return ", ".join(out)
 
 
-def _seeds_agreeing(effect: pd.Series, expect: str) -> str:
-    """"k of n": the seeds whose paired difference has the study's sign ("better": a > b,
-    "worse": a < b); empty when the table predates the count or has one seed."""
+def _seeds_agreeing(effect: pd.Series, expect: str) -> tuple[int, int] | None:
+    """(k, n): k of the n seeds have a paired difference of the study's sign ("better":
+    a > b, "worse": a < b); None when the table predates the count or has one seed."""
     n = int(effect["n_seeds"])
     key = {"better": "n_higher", "worse": "n_lower"}.get(expect)
     if key is None or key not in effect or pd.isna(effect[key]) or n < 2:
-        return ""
-    return f"{int(effect[key])} of {n}"
+        return None
+    return int(effect[key]), n
 
 
-def _all_agree(text: str) -> bool:
-    k, _, n = text.partition(" of ")
-    return bool(text) and k == n
+def _of(agreement: tuple[int, int] | None) -> str:
+    return "" if agreement is None else f"{agreement[0]} of {agreement[1]}"
 
 
 def findings(v: ReportView) -> str:
     """The study's findings, each with its numbers, its interval's distance from zero and
     a verdict from the intervals; headed by how many of the study's findings reproduce."""
-    rows, used = [], []
+    rows, used, agree = [], [], []
     for finding, key, expect in published.FINDINGS:
         e = v.tables.effect(key)
         if e is None:
             continue
         got = e["verdict"]
         used.append(e)
+        agree.append(_seeds_agreeing(e, expect))
         rows.append({"finding (study)": finding, "measured (points)": e["difference"],
                      "95% CI": ci(e["low"], e["high"]), "margin (SE)": _margin(e),
-                     "seeds the study's way": _seeds_agreeing(e, expect),
+                     "seeds the study's way": _of(agree[-1]),
                      "verdict": got,
                      "status": "reproduced" if got == expect else "not reproduced"})
     for name in published.SMALLEST_IS_WORST:
@@ -482,11 +482,12 @@ def findings(v: ReportView) -> str:
                 continue
             r = row.iloc[0]
             used.append(r)
+            agree.append(_seeds_agreeing(r, "worse"))
             rows.append({"finding (study)": f"{exp.axis} {smallest['label']} is the worst "
                          f"({display_name(m)})", "measured (points)": r["difference"],
                          "95% CI": ci(r["low"], r["high"]) + f" vs {r['b']}",
                          "margin (SE)": _margin(r),
-                         "seeds the study's way": _seeds_agreeing(r, "worse"),
+                         "seeds the study's way": _of(agree[-1]),
                          "verdict": r["verdict"],
                          "status": "reproduced" if worst["label"] == smallest["label"]
                          and r["verdict"] == "worse" else "not reproduced"})
@@ -496,8 +497,8 @@ def findings(v: ReportView) -> str:
     n_ok = int((df["status"] == "reproduced").sum())
     total = max(study_findings_total(), len(df))
     headline = f"**{n_ok} of {total} findings reproduced.**"
-    unanimous = [r for r in rows if r["status"] != "reproduced"
-                 and _all_agree(r["seeds the study's way"])]
+    unanimous = [r for r, a in zip(rows, agree, strict=True)
+                 if r["status"] != "reproduced" and a is not None and a[0] == a[1]]
     if unanimous:
         # Evidence short of a verdict: the direction every seed took, stated, never counted.
         headline += (f" In {len(unanimous)} more, every seed's paired difference points "
