@@ -82,6 +82,7 @@ def load_splits_for(spec: dict, cache: Path):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .engine import Execution
     from .rundir import RunDir
     from .train import resolve_device, train_run
 
@@ -94,7 +95,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                  else device)
         data = load_splits_for(spec, Path(args.data)) if args.data else None
         metrics = train_run(spec, data, args.out, device=args.device, threads=args.threads,
-                            force=args.force, channels_last=args.channels_last)
+                            force=args.force,
+                            execution=Execution(channels_last=args.channels_last,
+                                                compile=args.compile,
+                                                cuda_graphs=args.cuda_graphs))
     except Exception as exc:
         if args.progress:
             from .progress import failed_line
@@ -159,6 +163,37 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"profile {layout.profile}: runs in {layout.runs}/, tables in {layout.tables}/, "
           f"report in {layout.report}/")
     print(status_table(rows))
+    return 0
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from .bundle import bundle_paths, pack
+    from .layout import Layout
+    from .rundir import RunDir
+    from .study import build_plan
+
+    config = _config_of(args)
+    layout = Layout.from_config(config)
+    plan = build_plan(config)
+    paths = bundle_paths(layout, plan, extra=args.extra)
+    done = sum(RunDir(Path(layout.runs) / rid).is_complete for rid in plan)
+    info = {"profile": layout.profile, "runs_planned": len(plan), "runs_complete": done}
+    written = pack(paths, Path(args.out), name=args.name, info=info,
+                   max_files=args.max_files, max_bytes=int(args.max_mib * 2**20))
+    size = sum(p.stat().st_size for p in written) / 2**20
+    print(f"bundle of profile {layout.profile}: {len(paths)} files ({done} of {len(plan)} "
+          f"runs complete) in {len(written)} file(s), {size:.1f} MiB: "
+          + ", ".join(str(p) for p in written))
+    return 0
+
+
+def cmd_unbundle(args: argparse.Namespace) -> int:
+    from .bundle import unpack
+
+    manifest = unpack(Path(args.source), Path(args.into))
+    print(f"unpacked {len(manifest.get('files', []))} files of profile "
+          f"{manifest.get('profile', '?')} ({manifest.get('runs_complete', '?')} of "
+          f"{manifest.get('runs_planned', '?')} runs complete) into {args.into}")
     return 0
 
 
@@ -242,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (default: CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps")
     s.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     s.add_argument("--channels-last", action="store_true", help="channels_last CNN on CUDA")
+    s.add_argument("--compile", action="store_true",
+                   help="train through torch.compile (any device; compiles per shape first)")
+    s.add_argument("--cuda-graphs", action="store_true", help="on CUDA, replay each "
+                   "training step from one captured CUDA graph (ignored on other devices)")
     s.add_argument("--force", action="store_true", help="retrain a completed run")
     s.add_argument("--progress", help="the pipeline's progress file: print the grid's "
                    "progress with the run's result when it ends")
@@ -254,7 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text, func in (
             ("plan", "list the runs a configuration asks for", cmd_plan),
             ("status", "every planned run: done, running, missing or diverged, with its "
-             "test accuracy and epochs done", cmd_status)):
+             "test accuracy and epochs done", cmd_status),
+            ("bundle", "pack the profile's report, tables, figures, logs and its runs' "
+             "specs, histories and metrics (no weights) into a few size-capped files, to "
+             "bring back from a remote machine", cmd_bundle)):
         s = sub.add_parser(name, help=help_text, description=(
             f"{help_text}. Give the same --configfile and --config arguments as to "
             "snakemake (config/config.yaml is always read first, as the Snakefile does)."))
@@ -265,7 +307,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="overrides, exactly as snakemake --config takes them")
         if name == "plan":
             s.add_argument("--out", help="write the plan as JSON")
+        if name == "bundle":
+            s.add_argument("--out", required=True, help="folder the bundle's files go to")
+            s.add_argument("--name", default="results", help="file name stem (default results)")
+            s.add_argument("--extra", nargs="+", default=[], metavar="PATH",
+                           help="more files or folders to include (e.g. results/bench)")
+            s.add_argument("--max-files", type=int, default=8,
+                           help="at most this many files (default 8)")
+            s.add_argument("--max-mib", type=float, default=16.0,
+                           help="at most this many MiB per file (default 16)")
         s.set_defaults(func=func)
+
+    s = sub.add_parser("unbundle", help="extract a bundle written by `cifarlab bundle`")
+    s.add_argument("source", help="the bundle's .tar.gz, or the folder holding it or its parts")
+    s.add_argument("--into", required=True, help="folder to extract into (its paths are "
+                   "relative to where the pipeline ran, e.g. results/<profile>/report)")
+    s.set_defaults(func=cmd_unbundle)
 
     s = sub.add_parser("aggregate", help="collect run metrics into tables")
     s.add_argument("--plan", required=True)

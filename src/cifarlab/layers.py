@@ -108,6 +108,28 @@ class _BatchNormTrain(torch.autograd.Function):
         return dx.to(x.dtype), dweight, dbias, None
 
 
+def _batch_norm_traceable(x: Tensor, weight: Tensor | None, bias: Tensor | None,
+                          eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Training-mode BatchNorm from plain tensor operations, for ``torch.compile``.
+
+    The same function as ``_BatchNormTrain`` (biased variance for normalising, returned
+    with the mean), but written so that the compiler traces it and derives and fuses the
+    backward itself: under ``torch.compile`` the hand-written autograd.Function, whose
+    speed tricks are for eager CPU execution, would only hide the arithmetic from the fuser.
+    Statistics are in float32 even when autocast hands it bf16 activations.
+    """
+    dims = _reduce_dims(x)
+    shape = _channel_shape(x)
+    xf = x.float()
+    var, mean = torch.var_mean(xf, dims, correction=0)  # (C,), (C,)
+    scale = torch.rsqrt(var + eps)
+    if weight is not None:
+        scale = scale * weight
+    shift = -mean * scale if bias is None else bias - mean * scale
+    y = xf * scale.view(shape) + shift.view(shape)
+    return y.to(x.dtype), mean, var
+
+
 class _BatchNorm(nn.Module):
     """Shared code of BatchNorm1d and BatchNorm2d; subclasses check the input rank."""
 
@@ -189,18 +211,28 @@ class _BatchNorm(nn.Module):
                 f"{type(self).__name__} needs more than one value per channel in training, "
                 f"got input shape {tuple(x.shape)}"
             )
-        y, mean, var = _BatchNormTrain.apply(x, self.weight, self.bias, self.eps)
+        if torch.compiler.is_compiling():
+            y, mean, var = _batch_norm_traceable(x, self.weight, self.bias, self.eps)
+        else:
+            y, mean, var = _BatchNormTrain.apply(x, self.weight, self.bias, self.eps)
         if self.training and self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                if self.momentum is None:  # cumulative moving average, as torch does
-                    factor = 1.0 / float(self.num_batches_tracked)
-                else:
-                    factor = self.momentum
-                # The running variance is the unbiased estimate (n / (n - 1)), as in torch.
-                self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
-                self.running_var.lerp_((var * (n / (n - 1))).to(self.running_var.dtype), factor)
+            self._update_running_stats(mean.detach(), var.detach(), n)
         return y
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean: Tensor, var: Tensor, n: int) -> None:
+        # Every buffer is updated in place and nothing waits for the host, so a CUDA graph
+        # that captured this step keeps updating the same memory on every replay (rebinding
+        # a buffer would leave the graph writing a stale address: pytorch#70444).
+        self.num_batches_tracked.add_(1)
+        if self.momentum is None:  # cumulative moving average, as torch does: 1 / batches
+            factor: Tensor | float = self.num_batches_tracked.reciprocal().to(
+                self.running_mean.dtype)
+        else:
+            factor = self.momentum
+        # The running variance is the unbiased estimate (n / (n - 1)), as in torch.
+        self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
+        self.running_var.lerp_((var * (n / (n - 1))).to(self.running_var.dtype), factor)
 
     def extra_repr(self) -> str:
         return (
@@ -280,6 +312,11 @@ class _DropoutBase(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
+        if torch.compiler.is_compiling():
+            # Under torch.compile: uniform draws the compiler generates inside the fused
+            # kernel (its own random stream), compared with p: no mask buffer in memory.
+            keep = torch.rand(self._mask_shape(x), device=x.device) >= self.p
+            return x * keep.to(x.dtype) * (1.0 / (1.0 - self.p))
         # Autograd's multiply saves only the mask (it needs no gradient), so backward is a
         # single dy * mask, as in torch's own Dropout.
         return x * self._scaled_mask(self._mask_shape(x), x)

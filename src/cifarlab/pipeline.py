@@ -374,6 +374,17 @@ def use_worker(config: dict, local: bool) -> bool:
         sys.platform == "linux" and trains_on_cpu(config)
 
 
+# The config's execution switches (train.<key>) and the `cifarlab train` flag of each.
+EXECUTION_FLAGS = {"channels_last": "--channels-last", "compile": "--compile",
+                   "cuda_graphs": "--cuda-graphs"}
+
+
+def train_flags(train: dict) -> str:
+    """The `cifarlab train` flags for the config's ``train`` section's execution switches
+    (how the device runs the steps; not part of a run's id)."""
+    return " ".join(flag for key, flag in EXECUTION_FLAGS.items() if train.get(key, False))
+
+
 def start_worker(socket_path: str, log: str) -> None:
     """Start the training worker in the background; jobs that start before it is ready,
     or after it is gone, train in their own process."""

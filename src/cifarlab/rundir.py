@@ -200,6 +200,11 @@ class RunDir:
         """checkpoint.pt: the resumable state (exists only while the run is unfinished)."""
         return self.path / FILES["checkpoint"]
 
+    def portable_files(self) -> list[Path]:
+        """The run's results without its weights (spec, history, metrics), those that exist:
+        what a bundle brings back from a remote machine (the weights are 13 MB a run)."""
+        return [p for p in (self.spec_path, self.history_path, self.metrics_path) if p.exists()]
+
     @property
     def is_complete(self) -> bool:
         """True when metrics.json exists (it is written after every other file)."""

@@ -28,7 +28,7 @@ rule train:
     params:
         spec=run_spec_json,
         device=TRAIN.get("device", "auto"),
-        flags="--channels-last" if TRAIN.get("channels_last", False) else "",
+        flags=pipeline.train_flags(TRAIN),
         out=f"{RUNS_DIR}/{{run}}",
     # The log gets everything; the terminal (fd 3, a copy of stderr) one line when the run
     # ends: its test accuracy and the grid's progress. The data, progress and worker paths

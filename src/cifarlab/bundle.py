@@ -1,0 +1,140 @@
+"""A profile's results as a few size-capped files, to bring back from a remote machine.
+
+A GPU machine lent for a session returns at most a few files of limited size (the device
+tool here: 8 files of 16 MiB). ``pack`` writes one gzipped tar of the profile's report,
+tables and figures, every run's spec, history and metrics (never the weights or
+checkpoints: 13 MB per full-size run), the training logs and any extra paths (a bench's
+results), split into numbered parts when it is larger than one file may be. ``unpack``
+joins the parts and extracts them, refusing any member that would land outside the target
+folder. Paths inside the bundle are relative to the working directory the pipeline ran
+in, so unpacking into a checkout puts every file where the pipeline keeps it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from .layout import Layout
+from .rundir import RunDir
+
+__all__ = ["BundleError", "bundle_paths", "pack", "unpack", "MAX_FILES", "MAX_BYTES"]
+
+MAX_FILES = 8
+MAX_BYTES = 16 * 2**20
+MANIFEST = "bundle.json"
+
+
+class BundleError(RuntimeError):
+    """A bundle cannot be written within its limits, or cannot be read."""
+
+
+def bundle_paths(layout: Layout, run_ids: Iterable[str], root: Path = Path("."),
+                 extra: Sequence[str | Path] = ()) -> list[Path]:
+    """The files a bundle of ``layout``'s profile holds, relative to ``root``: the report
+    folder, tables and figures (per-run figures included), the portable files (spec,
+    history, metrics) and training logs of the runs ``run_ids`` that exist, the profile's
+    logs, and ``extra`` files or folders. Missing folders are skipped; a missing ``extra``
+    path is an error."""
+    paths: list[Path] = []
+    for folder in (layout.report, layout.tables, layout.figures, layout.logs):
+        paths += _files_under(root / folder)
+    for rid in sorted(run_ids):
+        paths += RunDir(root / layout.runs / rid).portable_files()
+        log = root / layout.train_log.format(run=rid)
+        paths += [log] if log.is_file() else []
+    for item in extra:
+        path = root / item
+        if not path.exists():
+            raise BundleError(f"{item} does not exist; give files or folders that do "
+                              "(e.g. results/bench)")
+        paths += _files_under(path) if path.is_dir() else [path]
+    return [p.relative_to(root) for p in dict.fromkeys(paths)]
+
+
+def _files_under(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix not in (".pt", ".sock"))
+
+
+def pack(paths: Iterable[str | Path], out: Path, *, root: Path = Path("."),
+         name: str = "results", info: dict | None = None, max_files: int = MAX_FILES,
+         max_bytes: int = MAX_BYTES) -> list[Path]:
+    """Write ``paths`` (relative to ``root``) as ``out/<name>.tar.gz``, or as
+    ``<name>.tar.gz.00``, ``.01``, ... when it is larger than ``max_bytes``; returns the
+    files written. ``info`` is stored as ``bundle.json`` beside the files (what produced
+    them). Raises BundleError, writing nothing, when more than ``max_files`` parts would
+    be needed."""
+    members = [Path(p) for p in paths]
+    buffer = io.BytesIO()
+    manifest = {"files": [str(p) for p in members], **(info or {})}
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
+        data = json.dumps(manifest, indent=1).encode()
+        entry = tarfile.TarInfo(MANIFEST)
+        entry.size = len(data)
+        tar.addfile(entry, io.BytesIO(data))
+        for p in members:
+            tar.add(root / p, arcname=str(p), recursive=False)
+    blob = buffer.getvalue()
+    n_parts = max(1, -(-len(blob) // max_bytes))
+    if n_parts > max_files:
+        raise BundleError(
+            f"the bundle is {len(blob) / 2**20:.1f} MiB compressed, more than {max_files} "
+            f"files of {max_bytes / 2**20:.0f} MiB; leave out large extra paths or raise "
+            "the limits (--max-files, --max-mib) where the transport allows")
+    out.mkdir(parents=True, exist_ok=True)
+    if n_parts == 1:
+        target = out / f"{name}.tar.gz"
+        target.write_bytes(blob)
+        return [target]
+    written = []
+    for i in range(n_parts):
+        target = out / f"{name}.tar.gz.{i:02d}"
+        target.write_bytes(blob[i * max_bytes:(i + 1) * max_bytes])
+        written.append(target)
+    return written
+
+
+def _parts(source: Path) -> list[Path]:
+    if source.is_file():
+        return [source]
+    parts = sorted(source.glob("*.tar.gz")) or sorted(source.glob("*.tar.gz.[0-9][0-9]"))
+    if not parts:
+        raise BundleError(f"no bundle (*.tar.gz or *.tar.gz.NN parts) in {source}")
+    stems = {p.name.rsplit(".", 1)[0] if p.suffix != ".gz" else p.name for p in parts}
+    if len(stems) > 1:
+        raise BundleError(f"{source} holds more than one bundle ({', '.join(sorted(stems))}); "
+                          "give the file, or a folder holding one bundle")
+    return parts
+
+
+def unpack(source: Path, into: Path = Path(".")) -> dict:
+    """Extract the bundle at ``source`` (its file, or a folder with its file or parts)
+    into ``into``; returns its manifest (``bundle.json``, which is not extracted).
+    Members outside ``into`` (absolute paths, ``..``) or of other kinds than files and
+    folders are refused before anything is written."""
+    blob = b"".join(p.read_bytes() for p in _parts(Path(source)))
+    into = Path(into).resolve()
+    manifest: dict = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+            members = tar.getmembers()
+            for m in members:
+                if m.name == MANIFEST:
+                    manifest = json.loads(tar.extractfile(m).read())
+                    continue
+                target = (into / m.name).resolve()
+                if not (m.isfile() or m.isdir()) or not target.is_relative_to(into):
+                    raise BundleError(f"{source} holds {m.name!r}, which is not a file inside "
+                                      "the target folder; nothing was extracted")
+            for m in members:
+                if m.name != MANIFEST:
+                    tar.extract(m, into, filter="data")
+    except (tarfile.TarError, EOFError, OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{source} is not a complete bundle ({exc}); were all its parts "
+                          "brought back?") from None
+    return manifest

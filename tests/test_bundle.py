@@ -1,0 +1,107 @@
+"""Bundles: a profile's results in a few size-capped files, without weights, and back."""
+
+import io
+import os
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from cifarlab.bundle import BundleError, bundle_paths, pack, unpack
+from cifarlab.layout import Layout
+
+
+def _results(root, runs=("r1", "r2")):
+    layout = Layout(profile="full")
+    files = {
+        f"{layout.report}/report.md": b"# report\n",
+        f"{layout.report}/figures/a.png": os.urandom(3000),  # incompressible
+        f"{layout.tables}/runs.csv": b"run,test_acc\n",
+        f"{layout.figures}/runs/r1_curves.png": os.urandom(2000),
+        f"{layout.logs}/report.log": b"ok\n",
+    }
+    for rid in runs:
+        for name in ("spec.yaml", "history.csv", "metrics.json", "best.pt", "checkpoint.pt"):
+            files[f"{layout.runs}/{rid}/{name}"] = os.urandom(500)
+        files[layout.train_log.format(run=rid)] = b"log\n"
+    files[f"{layout.runs}/other/metrics.json"] = b"{}"  # another profile's run
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return layout, files
+
+
+def test_a_bundle_holds_results_but_no_weights_and_comes_back_whole(tmp_path):
+    src = tmp_path / "src"
+    layout, files = _results(src)
+    paths = bundle_paths(layout, ["r1", "r2", "missing"], root=src)
+    names = {str(p) for p in paths}
+    assert not any(n.endswith(".pt") for n in names)
+    assert "results/runs/other/metrics.json" not in names
+    expected = {n for n in files if not n.endswith(".pt") and "/other/" not in n}
+    assert names == expected
+    # small parts force a split; the parts join back to the same files
+    written = pack(paths, tmp_path / "out", root=src, info={"profile": "full"},
+                   max_files=8, max_bytes=4096)
+    assert len(written) > 1 and all(p.stat().st_size <= 4096 for p in written)
+    assert [p.name for p in written][0] == "results.tar.gz.00"
+    manifest = unpack(tmp_path / "out", tmp_path / "back")
+    assert manifest["profile"] == "full" and set(manifest["files"]) == expected
+    for n in expected:
+        assert (tmp_path / "back" / n).read_bytes() == files[n], n
+    assert not (tmp_path / "back" / "bundle.json").exists()
+
+
+def test_a_bundle_over_its_limits_is_refused_and_nothing_is_written(tmp_path):
+    src = tmp_path / "src"
+    layout, _ = _results(src)
+    with pytest.raises(BundleError, match=r"more than 2 files of .*--max-files"):
+        pack(bundle_paths(layout, ["r1", "r2"], root=src), tmp_path / "out", root=src,
+             max_files=2, max_bytes=1024)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_extra_path_is_named(tmp_path):
+    with pytest.raises(BundleError, match="results/bench does not exist"):
+        bundle_paths(Layout(profile="full"), [], root=tmp_path, extra=["results/bench"])
+
+
+def test_unpack_refuses_members_outside_the_target_and_missing_parts(tmp_path):
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    with pytest.raises(BundleError, match="not a file inside the target folder"):
+        unpack(evil, tmp_path / "into")
+    assert not (tmp_path / "escaped.txt").exists()
+    # a split bundle with a part left behind
+    src = tmp_path / "src"
+    layout, _ = _results(src)
+    written = pack(bundle_paths(layout, ["r1", "r2"], root=src), tmp_path / "out", root=src,
+                   max_bytes=4096)
+    written[-1].unlink()
+    with pytest.raises(BundleError, match="not a complete bundle.*all its parts"):
+        unpack(tmp_path / "out", tmp_path / "back")
+    with pytest.raises(BundleError, match="no bundle"):
+        unpack(tmp_path / "src", tmp_path / "back")
+
+
+def test_the_cli_bundles_a_configured_profile(tmp_path):
+    # `cifarlab bundle` takes the config as snakemake does; runs not trained are counted.
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo / "src")}
+    (tmp_path / "results/smoke/report").mkdir(parents=True)
+    (tmp_path / "results/smoke/report/report.md").write_text("# r\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "cifarlab", "bundle", str(repo / "config/smoke.yaml"),
+         "--config", "data={url: http://127.0.0.1:9/x.tar.gz, md5: none}", "--out", str(tmp_path / "b")],
+        cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "0 of" in out.stdout and "runs complete" in out.stdout
+    manifest = unpack(tmp_path / "b", tmp_path / "x")
+    assert manifest["profile"] == "smoke" and manifest["runs_complete"] == 0
+    assert (tmp_path / "x/results/smoke/report/report.md").read_text() == "# r\n"
