@@ -115,7 +115,7 @@ def test_torch_layer_twin_swaps_only_the_layers():
         torch.testing.assert_close(twin(x), model(x), rtol=1e-4, atol=1e-5)
 
 
-def test_run_bench_tiny_writes_all_five_sections(tmp_path, capsys):
+def test_run_bench_tiny_writes_every_section(tmp_path, capsys):
     out = tmp_path / "bench"
     res = bench.run_bench(out=out, settings=bench.settings_for("test"))
     with open(out / "bench.csv", newline="") as f:
@@ -135,7 +135,11 @@ def test_run_bench_tiny_writes_all_five_sections(tmp_path, capsys):
                    ("jobs", "mlp/1x1", "total_images_per_s")
                    if measure.cores() == 1 else ("jobs", f"mlp/{measure.cores()}x1_vs_1x"
                                                 f"{measure.cores()}", "ratio"),
-                   ("precision", "mlp/bf16_vs_fp32", "speed_ratio")]:
+                   ("precision", "mlp/bf16_vs_fp32", "speed_ratio"),
+                   ("precision", "mlp16_1ep/fast_minus_fp32", "accuracy_pp"),
+                   ("engines", "mlp/b20/compile_vs_eager", "speed_ratio"),
+                   ("engines", "cnn/b20/compile", "first_call_s"),
+                   ("engines", "cnn/b20/eager", "us_per_step")]:
         assert needed in cases, needed
     data = json.loads((out / "bench.json").read_text())
     assert data["sections"] == list(bench.SECTIONS)
@@ -143,6 +147,10 @@ def test_run_bench_tiny_writes_all_five_sections(tmp_path, capsys):
     assert len(data["results"]) == len(rows)
     assert {t["target"].split(":")[0] for t in data["targets"]} == {"layers", "loops", "peak"}
     assert len(res.rows) == len(rows)
+    # on a CPU no engine replays CUDA graphs
+    assert not any("graphs" in r["case"] for r in rows if r["section"] == "engines")
+    us, ips = (res.get("engines", "mlp/b20/eager", m) for m in ("us_per_step", "images_per_s"))
+    assert ips.median == pytest.approx(20 / us.median * 1e6) and ips.best >= ips.median
     printed = capsys.readouterr().out
     assert "section" in printed and "ours_vs_course" in printed and "target" in printed
 

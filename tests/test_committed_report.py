@@ -16,7 +16,7 @@ REPORT = ROOT / "report/quick/report.md"
 # What decides a run's numbers. Reporting, plotting and pipeline code may change freely:
 # `make report PROFILE=quick` redraws them from the same runs.
 TRAINING_CODE = ["src/cifarlab/layers.py", "src/cifarlab/models.py", "src/cifarlab/zoo",
-                 "src/cifarlab/data.py", "src/cifarlab/train.py"]
+                 "src/cifarlab/data.py", "src/cifarlab/engine.py", "src/cifarlab/train.py"]
 REGENERATE = (
     "regenerate the committed report from scratch with this code: move results/runs away "
     "(completed runs are otherwise restored, not retrained), then run "

@@ -113,3 +113,16 @@ def test_data_section_states_each_runs_training_against_the_study():
     mixed = pd.DataFrame({"n_train": [3000, 40000], "epochs": [4, 100]})
     assert _training_budget(mixed).startswith("Runs train 4-100 epochs: 12,000-4,000,000 "
                                               "training images seen, 0.3-100% of")
+
+
+def test_the_header_names_cuda_and_the_execution_paths_only_where_they_were_used():
+    from cifarlab.reporting.sections import _cuda, _execution
+
+    cpu = pd.DataFrame({"cuda": [None, None], "compile": [False, False],
+                        "cuda_graphs": [False, False]})
+    assert _cuda(cpu) == "" and _execution(cpu) == ""
+    assert _cuda(pd.DataFrame({"device": ["cpu"]})) == ""  # runs from before the columns
+    gpu = pd.DataFrame({"cuda": ["13.0", "13.0"], "compile": [True, True],
+                        "cuda_graphs": [True, False]})
+    assert _cuda(gpu) == "; CUDA `13.0`"
+    assert _execution(gpu) == "; compile `True`; cuda graphs `False` (1 runs), `True` (1 runs)"

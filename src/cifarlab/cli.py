@@ -365,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quick", action="store_true", help="finish in under 2 minutes")
     s.add_argument("--out", default="results/bench", help="folder for bench.csv / bench.json")
     s.add_argument("--only", nargs="*", default=None,
-                   help="sections to run: loops layers peak jobs precision")
+                   help="sections to run: loops layers peak jobs precision engines")
     s.set_defaults(func=cmd_bench)
     return p
 

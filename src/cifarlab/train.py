@@ -341,6 +341,7 @@ class Trainer:
             "threads": torch.get_num_threads(),
             "cpu": cpu_model(),
             "torch": torch.__version__,
+            "cuda": torch.version.cuda if dev.type == "cuda" else None,
             "git_commit": git_commit(),
             "data_checksum": self.data.checksum,
             "precision": self.precision,

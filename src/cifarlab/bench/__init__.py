@@ -1,6 +1,6 @@
 """``cifarlab bench``: how fast the study trains on this machine, and why.
 
-Five sections, each on the same synthetic data, models and machine, with repeats
+Six sections, each on the same synthetic data, models and machine, with repeats
 interleaved between the things compared (so a slow moment of the machine hits all of
 them) and reported as median and best:
 
@@ -17,7 +17,11 @@ them) and reported as median and best:
 ``jobs``       1 job x N threads against N jobs x 1 thread (and N x N, oversubscribed):
                real processes running MLP steps for a fixed time; total images/s.
 ``precision``  bf16 autocast against fp32: speed, and test accuracy after a short run on
-               a learnable synthetic data set.
+               a learnable synthetic data set (fp32, bf16 and the fast path: bf16,
+               compiled and, on CUDA, CUDA graphs).
+``engines``    the same steps eager, through torch.compile, replayed from a CUDA graph and
+               both (the latter two on CUDA only): µs per step, images/s, first-call
+               seconds (compilation, capture), at batch 100 and the grid's batch 5.
 
 Results: ``bench.csv`` (long: section, case, metric, median, best, n), ``bench.json``
 (the same numbers, targets, settings and machine info) and a table on stdout.
@@ -29,6 +33,7 @@ our training step), one module per section, and ``run`` (the driver). Networks a
 through the model registry (``cifarlab.models.build_model``).
 """
 
+from .engines import ENGINES, bench_engines
 from .jobs import GPU_SHARES, bench_jobs
 from .layers import bench_layers, torch_layer_twin
 from .loops import CourseLoop, TorchvisionLoop, bench_loops
@@ -42,5 +47,6 @@ from .workload import OursLoop, synthetic_data
 
 __all__ = ["SECTIONS", "Stat", "BenchSettings", "Results", "summarize", "ratio", "settings_for",
            "run_bench", "bench_loops", "bench_layers", "bench_peak", "bench_jobs",
-           "bench_precision", "torch_layer_twin", "synthetic_data", "CourseLoop",
-           "TorchvisionLoop", "OursLoop", "CSV_COLUMNS", "GPU_SHARES", "measure_interleaved"]
+           "bench_precision", "bench_engines", "ENGINES", "torch_layer_twin", "synthetic_data",
+           "CourseLoop", "TorchvisionLoop", "OursLoop", "CSV_COLUMNS", "GPU_SHARES",
+           "measure_interleaved"]

@@ -33,6 +33,11 @@ class BenchSettings:
     accuracy_test: int = 2000
     accuracy_seeds: int = 1
     accuracy_signal: float = 0.1  # class signal strength: ~70% test accuracy, not 100%
+    # engines: batch size -> timed steps per repeat, per network (batch 5: the grid's
+    # slowest runs, launch-bound); each engine compiles/captures once per batch size.
+    engines_steps: dict = field(default_factory=lambda: {"mlp": {100: 20, 5: 100},
+                                                         "cnn": {100: 2, 5: 10}})
+    engines_repeats: int = 3
 
     @property
     def models(self) -> dict[str, dict]:
@@ -53,7 +58,9 @@ def settings_for(mode: str) -> BenchSettings:
             peak_repeats=5, peak_steps={"mlp": 20, "cnn": 2},
             jobs_repeats=5, jobs_seconds=5.0, precision_repeats=5,
             precision_steps={"mlp": 20, "cnn": 2}, accuracy_epochs=8, accuracy_train=10000,
-            accuracy_test=5000, accuracy_seeds=3)
+            accuracy_test=5000, accuracy_seeds=3,
+            engines_steps={"mlp": {100: 100, 5: 1000}, "cnn": {100: 10, 5: 100}},
+            engines_repeats=5)
     if mode == "test":
         return BenchSettings(
             label="test (tiny models: not the study's networks)", batch=20,
@@ -63,5 +70,6 @@ def settings_for(mode: str) -> BenchSettings:
             peak_repeats=2, peak_steps={"mlp": 2, "cnn": 1}, gemm_size=128, jobs_repeats=1,
             jobs_seconds=0.2, jobs_mlp={"hidden": 16}, precision_repeats=1,
             precision_steps={"mlp": 2, "cnn": 1}, accuracy_hidden=16, accuracy_epochs=1,
-            accuracy_train=200, accuracy_test=100)
+            accuracy_train=200, accuracy_test=100,
+            engines_steps={"mlp": {20: 2}, "cnn": {20: 1}}, engines_repeats=1)
     raise ValueError(f"unknown bench mode {mode!r}; valid: quick, full, test")

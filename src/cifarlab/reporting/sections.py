@@ -85,6 +85,19 @@ def _distinct(runs: pd.DataFrame, column: str) -> str:
     return ", ".join(f"`{val}` ({n} runs)" for val, n in sorted(counts.items()))
 
 
+def _cuda(runs: pd.DataFrame) -> str:
+    """'; CUDA 13.0' when runs trained on CUDA recorded its version, else ''."""
+    if "cuda" not in runs or runs["cuda"].isna().all():
+        return ""
+    return f"; CUDA {_distinct(runs, 'cuda')}"
+
+
+def _execution(runs: pd.DataFrame) -> str:
+    """How the steps executed (docs/gpu.md), when any run compiled or used CUDA graphs."""
+    switches = [c for c in ("compile", "cuda_graphs") if c in runs and runs[c].eq(True).any()]
+    return "".join(f"; {c.replace('_', ' ')} {_distinct(runs, c)}" for c in switches)
+
+
 # ------------------------------------------------------------------ sections
 def header(v: ReportView) -> str:
     """Title, profile, data, the training machines (from the runs' metrics), code, time."""
@@ -105,8 +118,8 @@ def header(v: ReportView) -> str:
         f"- **Profile:** `{v.profile or 'unnamed'}` (config: `{v.config_files}`)",
         f"- **Data source:** `{data}` (checksum `{checksum}`)",
         f"- **Trained on:** {_distinct(r, 'cpu')}; device(s): {devices}; torch "
-        f"{_distinct(r, 'torch')}; precision {_distinct(r, 'precision')} "
-        "(from the runs' metrics)",
+        f"{_distinct(r, 'torch')}{_cuda(r)}; precision {_distinct(r, 'precision')}"
+        f"{_execution(r)} (from the runs' metrics)",
         f"- **Code:** commit {commits}",
         f"- **Time:** {len(r)} runs; summed training time {r['seconds'].sum() / 60:.1f} min; "
         f"wall time from the first run's start to the last run's end "

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Run the study on a GPU machine without network in one command, and pack what it produced
+# into a few files to bring back. Prepare first, where PyPI is reachable:
+#     scripts/device/prepare.sh PATH/TO/cifar10-jpeg.tar.gz
+# then carry the checkout with .device/ to the GPU machine and run, from its root:
+#     OUT=/where/files/go/back bash scripts/device/study.sh [KEY=VALUE ...]
+# where each KEY=VALUE is one more `--config` item, e.g. "train={compile: true}".
+# It installs the packages the machine lacks from .device/wheels (only when they are not
+# importable), runs `snakemake --profile profiles/gpu` on .device/data's images (training,
+# tables, figures, report), stops Snakemake after BUDGET_S seconds if it is not done (runs
+# left unfinished keep their checkpoints and resume on the next invocation on that machine),
+# and bundles the report, tables, figures, logs and every run's spec, history and metrics
+# (no weights) with `cifarlab bundle`: at most 8 files of 16 MiB in $OUT.
+#
+# env:  OUT          where the bundle goes (default results/device-bundle)
+#       BUDGET_S     seconds Snakemake may run (default 540)
+#       CONFIGFILES  config files for --configfile (default none: the full study); with a
+#                    profile's file, end with profiles/gpu/gpu.yaml (it replaces the
+#                    profile's own entry), e.g. "config/smoke.yaml profiles/gpu/gpu.yaml"
+#       DATA         the data (default: the one file in .device/data/)
+#       DATA_SOURCE  folder (an image folder or its .tar.gz; default) or archive
+#       DATA_MD5     the archive's MD5 when it is not the official one (none: no check)
+#       REPORT_DIR   where the report goes (default results/<profile>/report; report/full
+#                    for the report the repository commits)
+#       WORK         the folder results/ and logs/ go to (default: the repository's root)
+#       SNAKEMAKE_ARGS more snakemake options, split on spaces (e.g. "--resources gpu=8")
+# Exit status: Snakemake's (124 when BUDGET_S stopped it); the bundle is written either way.
+set -uo pipefail
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+WORK=${WORK:-$REPO}
+OUT=${OUT:-$WORK/results/device-bundle}
+BUDGET_S=${BUDGET_S:-540}
+DATA_SOURCE=${DATA_SOURCE:-folder}
+PY=${PYTHON:-python3}
+mkdir -p "$WORK" && cd "$WORK" || exit 2
+mkdir -p "$OUT" logs/device
+t0=$(date +%s)
+
+# 1. What the machine's image lacks, from the carried wheels.
+# shellcheck source=scripts/device/env.sh
+. "$REPO/scripts/device/env.sh"
+cifarlab_device_env || exit 3
+
+# 2. The data, and the machine as the runs will see it.
+if [ -z "${DATA:-}" ]; then
+  shopt -s nullglob
+  found=("$REPO"/.device/data/*)
+  if [ ${#found[@]} -ne 1 ]; then
+    echo "study.sh: set DATA, or put exactly one data file in $REPO/.device/data" \
+         "(scripts/device/prepare.sh does); found ${#found[@]}" >&2
+    exit 2
+  fi
+  DATA=${found[0]}
+fi
+DATA=$(cd "$(dirname "$DATA")" && pwd)/$(basename "$DATA")
+"$PY" -m cifarlab info > logs/device/info.txt 2>&1
+nvidia-smi > logs/device/nvidia-smi.txt 2>&1 || echo "no nvidia-smi" > logs/device/nvidia-smi.txt
+
+# 3. The study, stopped (SIGINT: Snakemake ends its jobs, which keep their checkpoints)
+#    once BUDGET_S is spent.
+items=("data={source: $DATA_SOURCE, path: '$DATA'${DATA_MD5:+, md5: $DATA_MD5}}" "$@")
+[ -n "${REPORT_DIR:-}" ] && items+=("report_dir=$REPORT_DIR")
+# The profile's own config file, unless CONFIGFILES lists files (which replace it).
+read -r -a files <<< "${CONFIGFILES:-$REPO/profiles/gpu/gpu.yaml}"
+configs=(--configfile "${files[@]}")
+read -r -a more <<< "${SNAKEMAKE_ARGS:-}"
+echo "study.sh: snakemake started $(date -u +%FT%TZ), budget ${BUDGET_S}s" | tee logs/device/study.txt
+timeout --signal=INT --kill-after=60 "$BUDGET_S" "$PY" -m snakemake -s "$REPO/Snakefile" \
+  --profile "$REPO/profiles/gpu" --scheduler greedy "${configs[@]}" --config "${items[@]}" \
+  "${more[@]}" > logs/device/snakemake.log 2>&1
+rc=$?
+echo "study.sh: snakemake exited $rc after $(( $(date +%s) - t0 ))s" | tee -a logs/device/study.txt
+tail -n 5 logs/device/snakemake.log
+
+# 4. Everything but the weights, in at most 8 files of 16 MiB.
+extra=(logs/device)
+[ -d results/bench ] && extra+=(results/bench)
+"$PY" -m cifarlab bundle "${configs[@]}" --config "${items[@]}" \
+  --out "$OUT" --extra "${extra[@]}" || exit 4
+exit $rc

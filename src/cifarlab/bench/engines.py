@@ -1,0 +1,98 @@
+"""Section ``engines``: the same training steps eager, compiled, CUDA-graphed and both.
+
+For each network and batch size, each execution path (``cifarlab.engine``) that the device
+supports trains the same steps from the same initial weights. Reported per case: time per
+step (µs), training images/s, the first call's seconds (compilation and graph capture
+included: what each run pays once per shape) and the ratio to eager steps. The batch-5 rows
+measure what the grid's slowest runs (8,000 steps an epoch) pay per step.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+from torch import nn
+
+from ..engine import Execution, compiled, step_runner
+from ..models import build_model
+from ..train import make_optimizer, normalize
+from .measure import measure_interleaved, sync
+from .results import Results, Stat, ratio
+from .settings import BenchSettings
+from .workload import OPTIMIZER, synthetic_data
+
+__all__ = ["ENGINES", "engines_for", "bench_engines"]
+
+# Case name -> the execution switches it turns on.
+ENGINES = {
+    "eager": Execution(),
+    "compile": Execution(compile=True),
+    "graphs": Execution(cuda_graphs=True),
+    "compile+graphs": Execution(compile=True, cuda_graphs=True),
+}
+
+
+def engines_for(device: torch.device) -> dict[str, Execution]:
+    """The engines that apply on ``device``: CUDA graphs on CUDA only."""
+    return {k: e for k, e in ENGINES.items() if device.type == "cuda" or not e.cuda_graphs}
+
+
+class _Case:
+    """One engine training one copy of the network on the synthetic images."""
+
+    def __init__(self, base: nn.Module, execution: Execution, x: torch.Tensor, y: torch.Tensor,
+                 batch: int, precision: str) -> None:
+        self.model = copy.deepcopy(base)
+        opt = make_optimizer(OPTIMIZER, self.model.parameters(), x.device,
+                             capturable=execution.cuda_graphs)
+        step_model = compiled(self.model) if execution.compile else self.model
+        self.runner = step_runner(step_model, opt, x, y, batch, precision, execution)
+        self.x, self.batch = x, batch
+        self.gen = torch.Generator().manual_seed(0)
+
+    def steps(self, n: int) -> float:
+        """Seconds ``n`` training steps take, the device's work included."""
+        perm = torch.randperm(len(self.x), generator=self.gen)[:n * self.batch].to(self.x.device)
+        sync(self.x.device)
+        t0 = time.perf_counter()
+        self.runner.epoch(perm)
+        sync(self.x.device)
+        return time.perf_counter() - t0
+
+
+def bench_engines(settings: BenchSettings, res: Results, device: torch.device) -> None:
+    """Section ``engines``: µs per step, images/s, first-call seconds and the ratio to
+    eager of every engine, per network and batch size."""
+    engines = engines_for(device)
+    for name, kwargs in settings.models.items():
+        for batch, steps in settings.engines_steps[name].items():
+            n = max(settings.data_n, batch * (steps + 4))
+            images, labels = synthetic_data(n, seed=5, learnable=False)
+            x = normalize(torch.from_numpy(images), device)
+            y = torch.from_numpy(labels).to(device)
+            torch.manual_seed(0)
+            base = build_model(name, **kwargs).to(device)
+            cases = {k: _Case(base, e, x, y, batch, "fp32") for k, e in engines.items()}
+            # The first call: compilation, cuDNN's algorithm search, graph warm-up and capture.
+            first = {k: c.steps(4) for k, c in cases.items()}
+
+            def measure(case: _Case, steps: int = steps) -> dict[str, float]:
+                return {"us_per_step": case.steps(steps) / steps * 1e6}
+
+            stats = measure_interleaved({k: (lambda c=c: measure(c)) for k, c in cases.items()},
+                                        settings.engines_repeats, higher_is_better=False,
+                                        warm_up={})
+            eager = stats["eager"]["us_per_step"]
+            for k, s in stats.items():
+                us, label = s["us_per_step"], f"{name}/b{batch}/{k}"
+                res.add("engines", label, "us_per_step", us)
+                # images/s from the same samples: the fastest step is the most images/s
+                res.add("engines", label, "images_per_s",
+                        Stat(batch / us.median * 1e6, batch / us.best * 1e6, us.n))
+                res.add("engines", label, "first_call_s", Stat(first[k], first[k], 1))
+                if k != "eager":  # > 1: faster than eager steps
+                    res.add("engines", f"{name}/b{batch}/{k}_vs_eager", "speed_ratio",
+                            ratio(eager, us))
+            del cases, base, x, y
