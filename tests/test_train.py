@@ -195,3 +195,30 @@ def test_a_checkpoint_of_other_data_is_not_resumed(tmp_path, data, caplog):
     timing = {"seconds", "images_per_second", "started", "finished"}
     assert {k: v for k, v in resumed.items() if k not in timing} == \
         {k: v for k, v in fresh.items() if k not in timing}
+
+
+@pytest.mark.parametrize("seconds,saves", [(0.0, 4), (1e9, 0)])
+def test_checkpoints_are_spaced_by_checkpoint_seconds(tmp_path, data, monkeypatch, seconds,
+                                                      saves):
+    from cifarlab.rundir import RunDir
+
+    calls = []
+    original = RunDir.save_state
+    monkeypatch.setattr(RunDir, "save_state",
+                        lambda self, state: (calls.append(state.epochs_done),
+                                             original(self, state)))
+    m = train_run(spec(epochs=4), data, tmp_path / "run", threads=1, checkpoint_seconds=seconds)
+    assert len(calls) == saves and m["epochs_completed"] == 4
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_a_spaced_checkpoint_still_resumes_exactly(tmp_path, data):
+    # stop_after writes its checkpoint whatever the interval; the resumed run equals one
+    # trained without interruption.
+    assert train_run(spec(epochs=4), data, tmp_path / "a", threads=1, stop_after=2,
+                     checkpoint_seconds=1e9) is None
+    assert (tmp_path / "a" / "checkpoint.pt").exists()
+    resumed = train_run(spec(epochs=4), data, tmp_path / "a", threads=1, checkpoint_seconds=1e9)
+    whole = train_run(spec(epochs=4), data, tmp_path / "b", threads=1)
+    for k in ("train_acc", "val_acc", "test_acc", "train_loss", "val_acc_bn_reestimated"):
+        assert resumed[k] == whole[k], k

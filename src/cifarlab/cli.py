@@ -95,7 +95,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                  else device)
         data = load_splits_for(spec, Path(args.data)) if args.data else None
         metrics = train_run(spec, data, args.out, device=args.device, threads=args.threads,
-                            force=args.force,
+                            force=args.force, checkpoint_seconds=args.checkpoint_seconds,
                             execution=Execution(channels_last=args.channels_last,
                                                 compile=args.compile,
                                                 cuda_graphs=args.cuda_graphs))
@@ -281,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train through torch.compile (any device; compiles per shape first)")
     s.add_argument("--cuda-graphs", action="store_true", help="on CUDA, replay each "
                    "training step from one captured CUDA graph (ignored on other devices)")
+    s.add_argument("--checkpoint-seconds", type=float, default=0.0, metavar="S",
+                   help="write the resumable checkpoint after an epoch only once S seconds "
+                   "have passed since the last one (default 0: after every epoch)")
     s.add_argument("--force", action="store_true", help="retrain a completed run")
     s.add_argument("--progress", help="the pipeline's progress file: print the grid's "
                    "progress with the run's result when it ends")

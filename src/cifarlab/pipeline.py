@@ -381,8 +381,11 @@ EXECUTION_FLAGS = {"channels_last": "--channels-last", "compile": "--compile",
 
 def train_flags(train: dict) -> str:
     """The `cifarlab train` flags for the config's ``train`` section's execution switches
-    (how the device runs the steps; not part of a run's id)."""
-    return " ".join(flag for key, flag in EXECUTION_FLAGS.items() if train.get(key, False))
+    (how the device runs the steps; not part of a run's id) and checkpoint interval."""
+    flags = [flag for key, flag in EXECUTION_FLAGS.items() if train.get(key, False)]
+    if train.get("checkpoint_seconds"):
+        flags.append(f"--checkpoint-seconds {float(train['checkpoint_seconds']):g}")
+    return " ".join(flags)
 
 
 def start_worker(socket_path: str, log: str) -> None:

@@ -415,11 +415,15 @@ def train_run(
     execution: Execution | None = None,
     progress: bool | None = None,
     stop_after: int | None = None,
+    checkpoint_seconds: float = 0.0,
 ) -> dict | None:
     """Train one run to completion (or resume it) and return its metrics.
 
     ``data`` may be None when the run completed before (its outputs are restored from its
-    record). ``stop_after`` ends this call after that many epochs in total have completed,
+    record). ``checkpoint_seconds``: the resumable checkpoint is written after an epoch
+    once this many seconds have passed since the last one (0: after every epoch); a job
+    killed in between resumes from the last one written, losing at most that much
+    training. ``stop_after`` ends this call after that many epochs in total have completed,
     leaving a resumable checkpoint (used to test interruption); it returns None then.
     """
     run = RunDir(out_dir)
@@ -451,6 +455,7 @@ def train_run(
              "%d epochs of %d steps", run.name, t.device, torch.get_num_threads(),
              count_parameters(t.model), t.n, len(t.x_val), spec["epochs"], t.steps)
     diverged = None
+    last_saved = time.monotonic()
     for epoch in range(state.epochs_done + 1, spec["epochs"] + 1):
         row, t_train = t.epoch(epoch, show_bar)
         if "val_acc" not in row:
@@ -465,9 +470,14 @@ def train_run(
                  "(%.1fs, %.0f img/s)", epoch, spec["epochs"], row["train_loss"],
                  row["train_acc"], row["val_loss"], row["val_acc"], row["seconds"],
                  t.steps * t.batch_size / t_train)
-        run.save_state(t.snapshot(state))
+        stopping = stop_after is not None and stop_after <= epoch < spec["epochs"]
+        if stopping or time.monotonic() - last_saved >= checkpoint_seconds:
+            # ~40 MB for the study's networks (weights and AdamW's two moments), against
+            # epochs of 1-2 s on a GPU: train.checkpoint_seconds spaces them out there.
+            run.save_state(t.snapshot(state))
+            last_saved = time.monotonic()
         run.write_history(state.history)
-        if stop_after is not None and stop_after <= epoch < spec["epochs"]:
+        if stopping:
             log.info("stopping after epoch %d as asked; rerun to resume", epoch)
             return None
 
