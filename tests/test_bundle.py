@@ -45,7 +45,7 @@ def test_a_bundle_holds_results_but_no_weights_and_comes_back_whole(tmp_path):
     written = pack(paths, tmp_path / "out", root=src, info={"profile": "full"},
                    max_files=8, max_bytes=4096)
     assert len(written) > 1 and all(p.stat().st_size <= 4096 for p in written)
-    assert [p.name for p in written][0] == "results.tar.gz.00"
+    assert written[0].name == f"results.tar.gz.00of{len(written):02d}"
     manifest = unpack(tmp_path / "out", tmp_path / "back")
     assert manifest["profile"] == "full" and set(manifest["files"]) == expected
     for n in expected:
@@ -60,6 +60,17 @@ def test_a_bundle_over_its_limits_is_refused_and_nothing_is_written(tmp_path):
         pack(bundle_paths(layout, ["r1", "r2"], root=src), tmp_path / "out", root=src,
              max_files=2, max_bytes=1024)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_new_bundle_replaces_an_earlier_one_in_the_same_folder(tmp_path):
+    src = tmp_path / "src"
+    layout, _ = _results(src)
+    paths = bundle_paths(layout, ["r1", "r2"], root=src)
+    parts = pack(paths, tmp_path / "out", root=src, max_bytes=4096)
+    assert len(parts) > 1
+    (one,) = pack(paths[:2], tmp_path / "out", root=src, info={"n": 2})
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [one.name]
+    assert unpack(tmp_path / "out", tmp_path / "back")["n"] == 2
 
 
 def test_a_missing_extra_path_is_named(tmp_path):
@@ -81,9 +92,12 @@ def test_unpack_refuses_members_outside_the_target_and_missing_parts(tmp_path):
     layout, _ = _results(src)
     written = pack(bundle_paths(layout, ["r1", "r2"], root=src), tmp_path / "out", root=src,
                    max_bytes=4096)
-    written[-1].unlink()
-    with pytest.raises(BundleError, match="not a complete bundle.*all its parts"):
+    written[1].unlink()
+    with pytest.raises(BundleError, match=f"lacks part.*results.tar.gz.01of{len(written):02d}"):
         unpack(tmp_path / "out", tmp_path / "back")
+    written[0].write_bytes(written[0].read_bytes()[:100])  # cut short
+    with pytest.raises(BundleError, match="not a readable bundle"):
+        unpack(written[0], tmp_path / "back")
     with pytest.raises(BundleError, match="no bundle"):
         unpack(tmp_path / "src", tmp_path / "back")
 

@@ -53,7 +53,7 @@ def _manifest(folder: Path) -> tuple[dict, list[str]]:
 
 
 def test_a_budget_too_short_stops_snakemake_and_still_bundles(device):
-    proc = device["study"](20, "short")
+    proc = device["study"](60, "short")
     assert proc.returncode == 124, proc.stdout + proc.stderr
     manifest, names = _manifest(device["base"] / "short")
     assert manifest["profile"] == "smoke" and manifest["runs_complete"] < 11

@@ -184,3 +184,23 @@ def test_cuda_graph_steps_train_like_eager_steps(data, name, arch):
     model_e, opt_e, _, _ = _setup(name, data, "cuda", **arch)
     eager = [float(train_epoch(model_e, opt_e, x, y, p, 20)[0]) / 15 for p in perms]
     assert losses[-1] < losses[0] and abs(losses[-1] - eager[-1]) < 0.5 * eager[0]
+
+
+def test_a_restored_optimizer_takes_this_process_capturable_flag(data):
+    # A checkpoint written without CUDA graphs, resumed with them (and back): the groups'
+    # flag follows this process, whatever load_state_dict brought back.
+    from cifarlab.train import _set_capturable
+
+    model, opt, x, y = _setup("mlp", data, hidden=16)
+    train_epoch(model, opt, x, y, torch.randperm(300), 50)
+    saved = opt.state_dict()
+    assert saved["param_groups"][0]["capturable"] is False
+    _, opt2, _, _ = _setup("mlp", data, hidden=16, capturable=True)
+    opt2.load_state_dict(saved)
+    assert opt2.param_groups[0]["capturable"] is False  # what torch restores
+    _set_capturable(opt2, True)
+    assert all(g["capturable"] for g in opt2.param_groups)
+    steps = [s["step"] for s in opt2.state.values()]
+    assert steps and all(t.dtype == torch.float32 and float(t) == 6 for t in steps)
+    _set_capturable(opt2, False)
+    assert not any(g["capturable"] for g in opt2.param_groups)

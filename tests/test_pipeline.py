@@ -203,6 +203,14 @@ def test_changed_grid_point_trains_exactly_one_new_run(smoke):
     assert "-d20.5-" in pd.read_csv(work / "results/smoke/tables/runs.csv")["run_id"].str.cat()
 
 
+def test_changing_how_steps_execute_reruns_no_run(smoke):
+    # device, execution switches and checkpoint interval are not part of a run: no rerun
+    proc = snakemake(smoke["work"], *smoke["common"],
+                     "train={device: cpu, compile: true, cuda_graphs: true, "
+                     "checkpoint_seconds: 5}", "-n")
+    assert job_counts(proc.stdout).get("train", 0) == 0, proc.stdout[-2000:]
+
+
 def test_adding_a_seed_trains_only_the_new_runs(smoke):
     proc = snakemake(smoke["work"], *smoke["common"], "seeds=[0, 1]", "-n")
     counts = job_counts(proc.stdout + proc.stderr)

@@ -175,19 +175,19 @@ def test_the_worker_serves_local_cpu_runs_only(monkeypatch):
     assert not pipeline.use_worker(quick, local=True)  # no fork after CUDA
 
 
-def test_train_flags_carry_the_execution_switches_and_checkpoint_interval():
-    from cifarlab.pipeline import train_flags
+def test_train_args_carry_the_device_switches_and_checkpoint_interval():
+    from cifarlab.pipeline import train_args
 
-    assert train_flags({}) == ""
-    assert train_flags({"channels_last": True, "compile": False, "cuda_graphs": True,
-                        "checkpoint_seconds": 30}) == "--channels-last --cuda-graphs " \
-                                                      "--checkpoint-seconds 30"
+    assert train_args({}) == "--device auto"
+    assert train_args({"device": "cuda:1", "channels_last": True, "compile": False,
+                       "cuda_graphs": True, "checkpoint_seconds": 30}) == \
+        "--device cuda:1 --channels-last --cuda-graphs --checkpoint-seconds 30"
     # every flag is one `cifarlab train` accepts
     from cifarlab.cli import build_parser
 
     args = build_parser().parse_args(
         ["train", "--spec", "{}", "--out", "x",
-         *train_flags({"channels_last": True, "compile": True, "cuda_graphs": True,
-                       "checkpoint_seconds": 2.5}).split()])
-    assert (args.channels_last, args.compile, args.cuda_graphs, args.checkpoint_seconds) == (
-        True, True, True, 2.5)
+         *train_args({"channels_last": True, "compile": True, "cuda_graphs": True,
+                      "checkpoint_seconds": 2.5}).split()])
+    assert (args.device, args.channels_last, args.compile, args.cuda_graphs,
+            args.checkpoint_seconds) == ("auto", True, True, True, 2.5)

@@ -4,15 +4,18 @@
 # paths, profiles a training step (scripts/device/profile_step.py), and runs
 # `cifarlab bench` on CUDA (sections peak, jobs, precision, engines). Everything goes to
 # $OUT (at most 8 files come back from the device tool: bench.csv, bench.json,
-# profile.json and bench.log).
+# profile.json and bench.log, and mps/bench.csv and mps/bench.json: the jobs section again
+# under NVIDIA's MPS, where the machine has it; MPS_COMPARE=0 skips that).
 # usage (from the checkout's root, .device/ carried): OUT=... bash scripts/device/bench.sh
-# env: SECTIONS (default "peak jobs precision engines"), QUICK (default 1: the quick preset)
+# env: SECTIONS (default "peak jobs precision engines"), QUICK (1, the default: the quick
+#      preset; 0: the full one)
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-$REPO/results/device-bench}
 PY=${PYTHON:-python3}
 SECTIONS=${SECTIONS:-peak jobs precision engines}
-QUICK=${QUICK-1}
+preset=--quick
+[ "${QUICK:-1}" = 0 ] && preset=
 mkdir -p "$OUT"
 cd "$REPO" || exit 2
 # shellcheck source=scripts/device/env.sh
@@ -27,6 +30,13 @@ print("torch", torch.__version__, "cuda", torch.version.cuda, "papermill", paper
   echo "== profile"; "$PY" scripts/device/profile_step.py "$OUT/profile.json"
   echo "== bench"
   # shellcheck disable=SC2086
-  "$PY" -m cifarlab bench ${QUICK:+--quick} --out "$OUT" --only $SECTIONS
+  "$PY" -m cifarlab bench $preset --out "$OUT" --only $SECTIONS
+  rc=$?
+  if [ "${MPS_COMPARE:-1}" = 1 ] && cifarlab_mps_start; then
+    echo "== jobs under MPS"
+    "$PY" -m cifarlab bench $preset --out "$OUT/mps" --only jobs
+    cifarlab_mps_stop
+  fi
+  exit $rc
 } 2>&1 | tee "$log"
 exit "${PIPESTATUS[0]}"

@@ -3,6 +3,24 @@
 # they are not importable already, as in a .venv made by `make`), puts the checkout's src/
 # on PYTHONPATH, and names the checkout's commit when the copy has no .git.
 # Needs REPO (the checkout) and PY (the python to use); returns 3 when it cannot.
+# NVIDIA's Multi-Process Service lets the processes of several runs share the GPU
+# concurrently instead of time-sliced. Starting its control daemon changes no GPU setting;
+# where the machine refuses it, the functions say so and everything runs without it.
+cifarlab_mps_start() {
+  command -v nvidia-cuda-mps-control >/dev/null || { echo "cifarlab: no MPS on this machine"; return 1; }
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/cifarlab-mps/pipe CUDA_MPS_LOG_DIRECTORY=/tmp/cifarlab-mps/log
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  nvidia-cuda-mps-control -d || { echo "cifarlab: the MPS daemon did not start"; \
+    unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY; return 1; }
+  echo "cifarlab: MPS daemon started"
+}
+
+cifarlab_mps_stop() {
+  [ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ] || return 0
+  echo quit | nvidia-cuda-mps-control
+  unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+}
+
 cifarlab_device_env() {
   if ! "$PY" -c 'import snakemake, papermill, nbconvert, ipykernel' 2>/dev/null; then
     shopt -s nullglob

@@ -28,6 +28,7 @@ STEPS = 10
 def profile_case(name: str, execution: Execution, batch: int = 100) -> dict:
     """GPU microseconds per step of ``name`` under ``execution``, split by kernel kind."""
     dev = torch.device("cuda")
+    torch.backends.cudnn.benchmark = True  # as the Trainer trains
     torch.manual_seed(0)
     model = build_model(name).to(dev)
     opt = make_optimizer({"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-5},

@@ -7,13 +7,16 @@
 # where each KEY=VALUE is one more `--config` item, e.g. "train={compile: true}".
 # It installs the packages the machine lacks from .device/wheels (only when they are not
 # importable), runs `snakemake --profile profiles/gpu` on .device/data's images (training,
-# tables, figures, report), stops Snakemake after BUDGET_S seconds if it is not done (runs
-# left unfinished keep their checkpoints and resume on the next invocation on that machine),
+# tables, figures, report), stops Snakemake so that the whole script ends within BUDGET_S
+# seconds (runs left unfinished keep their checkpoints and resume on the next invocation on
+# that machine),
 # and bundles the report, tables, figures, logs and every run's spec, history and metrics
 # (no weights) with `cifarlab bundle`: at most 8 files of 16 MiB in $OUT.
 #
 # env:  OUT          where the bundle goes (default results/device-bundle)
-#       BUDGET_S     seconds Snakemake may run (default 540)
+#       BUDGET_S     seconds the whole script may take (default 560: under a 600 s limit).
+#                    Snakemake gets what is left after the set-up, less RESERVE_S
+#                    (default 40: its stop, up to 15 s, and the bundle)
 #       CONFIGFILES  config files for --configfile (default none: the full study); with a
 #                    profile's file, end with profiles/gpu/gpu.yaml (it replaces the
 #                    profile's own entry), e.g. "config/smoke.yaml profiles/gpu/gpu.yaml"
@@ -24,12 +27,17 @@
 #                    for the report the repository commits)
 #       WORK         the folder results/ and logs/ go to (default: the repository's root)
 #       SNAKEMAKE_ARGS more snakemake options, split on spaces (e.g. "--resources gpu=8")
-# Exit status: Snakemake's (124 when BUDGET_S stopped it); the bundle is written either way.
+#       MPS          1: run the study under NVIDIA's Multi-Process Service (where the
+#                    machine allows it; without it otherwise, as the log says)
+# Exit status: Snakemake's (124 when the budget stopped it, 137 when it had to be killed 15 s
+# later); 3: the packages cannot be installed; 4: no bundle. The bundle is written whenever
+# Snakemake ran.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=${WORK:-$REPO}
 OUT=${OUT:-$WORK/results/device-bundle}
-BUDGET_S=${BUDGET_S:-540}
+BUDGET_S=${BUDGET_S:-560}
+RESERVE_S=${RESERVE_S:-40}
 DATA_SOURCE=${DATA_SOURCE:-folder}
 PY=${PYTHON:-python3}
 mkdir -p "$WORK" && cd "$WORK" || exit 2
@@ -57,18 +65,27 @@ DATA=$(cd "$(dirname "$DATA")" && pwd)/$(basename "$DATA")
 nvidia-smi > logs/device/nvidia-smi.txt 2>&1 || echo "no nvidia-smi" > logs/device/nvidia-smi.txt
 
 # 3. The study, stopped (SIGINT: Snakemake ends its jobs, which keep their checkpoints)
-#    once BUDGET_S is spent.
+#    when the budget is spent. A Snakemake killed earlier on this machine left its lock.
 items=("data={source: $DATA_SOURCE, path: '$DATA'${DATA_MD5:+, md5: $DATA_MD5}}" "$@")
 [ -n "${REPORT_DIR:-}" ] && items+=("report_dir=$REPORT_DIR")
 # The profile's own config file, unless CONFIGFILES lists files (which replace it).
 read -r -a files <<< "${CONFIGFILES:-$REPO/profiles/gpu/gpu.yaml}"
 configs=(--configfile "${files[@]}")
 read -r -a more <<< "${SNAKEMAKE_ARGS:-}"
-echo "study.sh: snakemake started $(date -u +%FT%TZ), budget ${BUDGET_S}s" | tee logs/device/study.txt
-timeout --signal=INT --kill-after=60 "$BUDGET_S" "$PY" -m snakemake -s "$REPO/Snakefile" \
+if [ -n "$(ls -A .snakemake/locks 2>/dev/null)" ]; then
+  "$PY" -m snakemake -s "$REPO/Snakefile" --profile "$REPO/profiles/gpu" "${configs[@]}" \
+    --config "${items[@]}" --unlock > logs/device/unlock.log 2>&1
+fi
+left=$(( BUDGET_S - ($(date +%s) - t0) - RESERVE_S ))
+[ "$left" -gt 0 ] || { echo "study.sh: no time left for snakemake (BUDGET_S=$BUDGET_S)" >&2; exit 2; }
+echo "study.sh: snakemake started $(date -u +%FT%TZ), ${left}s left" | tee logs/device/study.txt
+# (not through a pipe: the function exports MPS's variables to the jobs)
+if [ "${MPS:-0}" = 1 ]; then cifarlab_mps_start >> logs/device/study.txt 2>&1; fi
+timeout --signal=INT --kill-after=15 "$left" "$PY" -m snakemake -s "$REPO/Snakefile" \
   --profile "$REPO/profiles/gpu" --scheduler greedy "${configs[@]}" --config "${items[@]}" \
   "${more[@]}" > logs/device/snakemake.log 2>&1
 rc=$?
+cifarlab_mps_stop
 echo "study.sh: snakemake exited $rc after $(( $(date +%s) - t0 ))s" | tee -a logs/device/study.txt
 tail -n 5 logs/device/snakemake.log
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -64,11 +65,11 @@ def _files_under(folder: Path) -> list[Path]:
 def pack(paths: Iterable[str | Path], out: Path, *, root: Path = Path("."),
          name: str = "results", info: dict | None = None, max_files: int = MAX_FILES,
          max_bytes: int = MAX_BYTES) -> list[Path]:
-    """Write ``paths`` (relative to ``root``) as ``out/<name>.tar.gz``, or as
-    ``<name>.tar.gz.00``, ``.01``, ... when it is larger than ``max_bytes``; returns the
-    files written. ``info`` is stored as ``bundle.json`` beside the files (what produced
-    them). Raises BundleError, writing nothing, when more than ``max_files`` parts would
-    be needed."""
+    """Write ``paths`` (relative to ``root``) as ``out/<name>.tar.gz``, or as parts
+    ``<name>.tar.gz.00of03``, ``.01of03``, ... when it is larger than ``max_bytes``; returns
+    the files written, after removing an earlier bundle of that name from ``out``. ``info``
+    is stored as ``bundle.json`` inside (what produced it). Raises BundleError, writing
+    nothing, when more than ``max_files`` parts would be needed."""
     members = [Path(p) for p in paths]
     buffer = io.BytesIO()
     manifest = {"files": [str(p) for p in members], **(info or {})}
@@ -87,29 +88,46 @@ def pack(paths: Iterable[str | Path], out: Path, *, root: Path = Path("."),
             f"files of {max_bytes / 2**20:.0f} MiB; leave out large extra paths or raise "
             "the limits (--max-files, --max-mib) where the transport allows")
     out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob(f"{name}.tar.gz*"):  # an earlier bundle would be unpacked instead
+        old.unlink()
     if n_parts == 1:
         target = out / f"{name}.tar.gz"
         target.write_bytes(blob)
         return [target]
     written = []
     for i in range(n_parts):
-        target = out / f"{name}.tar.gz.{i:02d}"
+        target = out / f"{name}.tar.gz.{i:02d}of{n_parts:02d}"
         target.write_bytes(blob[i * max_bytes:(i + 1) * max_bytes])
         written.append(target)
     return written
 
 
+_PART = re.compile(r"(.+\.tar\.gz)\.(\d\d)of(\d\d)")
+
+
 def _parts(source: Path) -> list[Path]:
+    """The bundle's file, or its parts in order; every part must be there."""
     if source.is_file():
         return [source]
-    parts = sorted(source.glob("*.tar.gz")) or sorted(source.glob("*.tar.gz.[0-9][0-9]"))
-    if not parts:
-        raise BundleError(f"no bundle (*.tar.gz or *.tar.gz.NN parts) in {source}")
-    stems = {p.name.rsplit(".", 1)[0] if p.suffix != ".gz" else p.name for p in parts}
+    whole = sorted(source.glob("*.tar.gz"))
+    split = sorted(p for p in source.glob("*.tar.gz.*") if _PART.fullmatch(p.name))
+    stems = {p.name for p in whole} | {_PART.fullmatch(p.name).group(1) for p in split}
+    if not stems:
+        raise BundleError(f"no bundle (NAME.tar.gz, or parts NAME.tar.gz.00ofNN, ...) in "
+                          f"{source}")
     if len(stems) > 1:
         raise BundleError(f"{source} holds more than one bundle ({', '.join(sorted(stems))}); "
                           "give the file, or a folder holding one bundle")
-    return parts
+    if whole:
+        return whole
+    (stem,) = stems
+    n = int(_PART.fullmatch(split[0].name).group(3))
+    missing = [f"{stem}.{i:02d}of{n:02d}" for i in range(n)
+               if not (source / f"{stem}.{i:02d}of{n:02d}").is_file()]
+    if missing or len(split) != n:
+        raise BundleError(f"{source} lacks part(s) {', '.join(missing) or '?'} of {stem} "
+                          f"({len(split)} files, {n} parts); bring every part back")
+    return split
 
 
 def unpack(source: Path, into: Path = Path(".")) -> dict:
@@ -121,20 +139,25 @@ def unpack(source: Path, into: Path = Path(".")) -> dict:
     into = Path(into).resolve()
     manifest: dict = {}
     try:
-        with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
-            members = tar.getmembers()
-            for m in members:
-                if m.name == MANIFEST:
-                    manifest = json.loads(tar.extractfile(m).read())
-                    continue
-                target = (into / m.name).resolve()
-                if not (m.isfile() or m.isdir()) or not target.is_relative_to(into):
-                    raise BundleError(f"{source} holds {m.name!r}, which is not a file inside "
-                                      "the target folder; nothing was extracted")
-            for m in members:
-                if m.name != MANIFEST:
-                    tar.extract(m, into, filter="data")
+        tar = tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz")  # noqa: SIM115 (closed below)
+        members = tar.getmembers()
+        for m in members:
+            if m.name == MANIFEST:
+                manifest = json.loads(tar.extractfile(m).read())
     except (tarfile.TarError, EOFError, OSError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{source} is not a complete bundle ({exc}); were all its parts "
-                          "brought back?") from None
+        raise BundleError(f"{source} is not a readable bundle ({exc}): a part cut short or "
+                          "damaged in transfer?") from None
+    with tar:
+        for m in members:
+            target = (into / m.name).resolve()
+            if m.name != MANIFEST and (not (m.isfile() or m.isdir())
+                                       or not target.is_relative_to(into)):
+                raise BundleError(f"{source} holds {m.name!r}, which is not a file inside "
+                                  "the target folder; nothing was extracted")
+        # The checks above already keep every member inside ``into``; the "data" filter
+        # (Python >= 3.11.4) refuses links and special files a second time.
+        kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        for m in members:
+            if m.name != MANIFEST:
+                tar.extract(m, into, **kwargs)
     return manifest

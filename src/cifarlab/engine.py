@@ -13,8 +13,8 @@ numbers Dropout draws and the rounding of sums, never the method. Three switches
   Dropout's ``torch.rand`` mask), so BatchNorm, ReLU and Dropout become few fused kernels.
 * ``cuda_graphs``: on CUDA, a whole training step (gather of the batch, forward, loss,
   backward, AdamW, the epoch's running sums) is captured once and replayed for every later
-  step: one launch per step instead of dozens, and no host work but copying the step's
-  indices. This needs what ``GraphSteps`` documents: static shapes (the last partial batch
+  step: two launches per step (copying the step's indices, the replay) instead of
+  dozens. This needs what ``GraphSteps`` documents: static shapes (the last partial batch
   is dropped anyway), capturable AdamW, BatchNorm buffers updated in place
   (``layers._BatchNorm._update_running_stats``) and random numbers that advance on every
   replay (torch's CUDA generator does this for captured graphs). On a CPU it is ignored.

@@ -379,10 +379,11 @@ EXECUTION_FLAGS = {"channels_last": "--channels-last", "compile": "--compile",
                    "cuda_graphs": "--cuda-graphs"}
 
 
-def train_flags(train: dict) -> str:
-    """The `cifarlab train` flags for the config's ``train`` section's execution switches
-    (how the device runs the steps; not part of a run's id) and checkpoint interval."""
-    flags = [flag for key, flag in EXECUTION_FLAGS.items() if train.get(key, False)]
+def train_args(train: dict) -> str:
+    """The `cifarlab train` arguments for how the config's ``train`` section runs the steps
+    (not part of a run's id): the device, the execution switches, the checkpoint interval."""
+    flags = [f"--device {train.get('device', 'auto')}"]
+    flags += [flag for key, flag in EXECUTION_FLAGS.items() if train.get(key, False)]
     if train.get("checkpoint_seconds"):
         flags.append(f"--checkpoint-seconds {float(train['checkpoint_seconds']):g}")
     return " ".join(flags)

@@ -249,6 +249,7 @@ class Trainer:
         """Continue from a checkpoint: weights, optimizer moments and random streams."""
         self.model.load_state_dict(state.model)
         self.optimizer.load_state_dict(state.optimizer)
+        _set_capturable(self.optimizer, self.execution.cuda_graphs)
         # Generator states must be CPU byte tensors; the checkpoint was loaded onto the
         # run's device (map_location), which moves them to the GPU on CUDA and MPS.
         rng = {k: v.cpu() if isinstance(v, Tensor) else v for k, v in state.rng.items()}
@@ -348,6 +349,22 @@ class Trainer:
             **self.execution.as_metrics(),
         })
         return metrics
+
+
+def _set_capturable(optimizer: torch.optim.Optimizer, capturable: bool) -> None:
+    """Make a restored optimizer capturable (or not) as this process needs, whatever the
+    checkpoint's process used: ``load_state_dict`` brings back the saved groups' flags, so
+    a run checkpointed without CUDA graphs would fail its capture on resume. Capturable
+    Adam keeps its step counts on the parameters' device as float32."""
+    for group in optimizer.param_groups:
+        if "capturable" not in group:  # SGD has no such flag
+            continue
+        group["capturable"] = capturable
+        if capturable:
+            for p in group["params"]:
+                state = optimizer.state.get(p, {})
+                if isinstance(state.get("step"), Tensor):
+                    state["step"] = state["step"].to(device=p.device, dtype=torch.float32)
 
 
 def _claim(run: RunDir, spec: dict, force: bool, data: Splits | None) -> dict | None:

@@ -64,6 +64,7 @@ WORKER = (
     else None
 )
 WORKER_FLAG = f"--worker {WORKER}" if WORKER else ""
+TRAIN_ARGS = pipeline.train_args(TRAIN)
 REPORT_DIR = LAYOUT.report
 FIGURE_ENTRIES = pipeline.figure_entries(PLAN, config["experiments"])
 

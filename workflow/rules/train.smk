@@ -27,14 +27,14 @@ rule train:
         gpu=TRAIN.get("gpus", 0),
     params:
         spec=run_spec_json,
-        device=TRAIN.get("device", "auto"),
-        flags=pipeline.train_flags(TRAIN),
         out=f"{RUNS_DIR}/{{run}}",
     # The log gets everything; the terminal (fd 3, a copy of stderr) one line when the run
     # ends: its test accuracy and the grid's progress. The data, progress and worker paths
-    # are not params: profiles sharing a run (same spec, same data) must not rerun its job.
+    # and how the device runs the steps (TRAIN_ARGS: device, execution switches, checkpoint
+    # interval) are not params: profiles sharing a run (same spec, same data) must not
+    # rerun its job, and neither must a change of device or switches.
     shell:
         f"python -m cifarlab train --spec {{params.spec:q}} --data {DATA_CACHE} --out {{params.out}} "
-        "--threads {threads} --device {params.device} {params.flags} "
+        f"--threads {{threads}} {TRAIN_ARGS} "
         f"--progress {LAYOUT.progress} --progress-fd 3 "
         f"{WORKER_FLAG} 3>&2 > {{log}} 2>&1"

@@ -2,9 +2,12 @@
 
 For each network and batch size, each execution path (``cifarlab.engine``) that the device
 supports trains the same steps from the same initial weights. Reported per case: time per
-step (µs), training images/s, the first call's seconds (compilation and graph capture
-included: what each run pays once per shape) and the ratio to eager steps. The batch-5 rows
-measure what the grid's slowest runs (8,000 steps an epoch) pay per step.
+step (µs), training images/s, the first call's seconds (4 steps: cuDNN's algorithm search,
+compilation, graph capture) and the ratio to eager steps. The cases share one process, so
+``compile+graphs`` reuses what ``compile`` compiled for the same shapes: its first call is
+the capture's cost, and ``compile``'s is the compilation a fresh process pays (less with
+inductor's on-disk cache warm). The batch-5 rows measure what the grid's slowest runs (8,000
+steps an epoch) pay per step.
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ def bench_engines(settings: BenchSettings, res: Results, device: torch.device) -
     """Section ``engines``: µs per step, images/s, first-call seconds and the ratio to
     eager of every engine, per network and batch size."""
     engines = engines_for(device)
+    if device.type == "cuda":  # as Trainer does: cuDNN times its algorithms per shape
+        torch.backends.cudnn.benchmark = True
     for name, kwargs in settings.models.items():
         for batch, steps in settings.engines_steps[name].items():
             n = max(settings.data_n, batch * (steps + 4))
