@@ -79,17 +79,19 @@ def test_the_next_call_finishes_the_study_and_bundles_its_report(device):
 
 
 def test_without_wheels_or_packages_it_says_what_to_do(tmp_path):
-    # A python without snakemake (the bare interpreter, no .venv) and a checkout copy
-    # without .device/: the script stops before doing anything and names the fix.
+    # A python without site-packages (so without snakemake) and a checkout copy without
+    # .device/: the script stops before doing anything and names the fix.
     repo = tmp_path / "repo"
     (repo / "scripts/device").mkdir(parents=True)
     for name in ("study.sh", "env.sh"):
         (repo / "scripts/device" / name).write_text((ROOT / "scripts/device" / name).read_text())
-    bare = subprocess.run(["python3", "-c", "import snakemake"], capture_output=True)
-    if bare.returncode == 0:
-        pytest.skip("the system python3 has snakemake")
+    bare = tmp_path / "python-without-site"
+    bare.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    bare.chmod(0o755)
+    assert subprocess.run([str(bare), "-c", "import snakemake"]).returncode != 0
     proc = subprocess.run(["bash", str(repo / "scripts/device/study.sh")], capture_output=True,
-                          text=True, env={**os.environ, "PYTHON": "python3",
+                          text=True, env={**os.environ, "PYTHON": str(bare),
                                           "WORK": str(tmp_path / "w")}, timeout=60)
-    assert proc.returncode == 3
+    assert proc.returncode == 3, proc.stderr
     assert "run scripts/device/prepare.sh where PyPI is reachable" in proc.stderr
+    assert not (tmp_path / "w" / "results").exists()

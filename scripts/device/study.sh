@@ -40,14 +40,14 @@ BUDGET_S=${BUDGET_S:-560}
 RESERVE_S=${RESERVE_S:-40}
 DATA_SOURCE=${DATA_SOURCE:-folder}
 PY=${PYTHON:-python3}
-mkdir -p "$WORK" && cd "$WORK" || exit 2
-mkdir -p "$OUT" logs/device
 t0=$(date +%s)
+mkdir -p "$WORK" && cd "$WORK" || exit 2
 
 # 1. What the machine's image lacks, from the carried wheels.
 # shellcheck source=scripts/device/env.sh
 . "$REPO/scripts/device/env.sh"
 cifarlab_device_env || exit 3
+mkdir -p "$OUT" logs/device
 
 # 2. The data, and the machine as the runs will see it.
 if [ -z "${DATA:-}" ]; then
