@@ -153,6 +153,7 @@ def test_a_compiled_run_learns_and_records_how_it_ran(tmp_path, data):
                   execution=Execution(channels_last=True, compile=True, cuda_graphs=True))
     # On a CPU: compiled; channels_last and CUDA graphs do not apply and are recorded so.
     assert (m["compile"], m["channels_last"], m["cuda_graphs"]) == (True, False, False)
+    assert m["cuda_graphs_failed"] is None
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["compile"] is True
     # Other dropout masks than eager's, the same learning: the training loss falls as far.
     eager = train_run(spec(epochs=6), data, tmp_path / "eager", threads=1)
@@ -204,3 +205,35 @@ def test_a_restored_optimizer_takes_this_process_capturable_flag(data):
     assert steps and all(t.dtype == torch.float32 and float(t) == 6 for t in steps)
     _set_capturable(opt2, False)
     assert not any(g["capturable"] for g in opt2.param_groups)
+
+
+def test_a_failed_capture_trains_on_eagerly_and_says_why(data, monkeypatch, caplog):
+    # A capture that raises (an operation CUDA graphs refuse) must not cost the run: the
+    # step being captured executed nothing, so it and every later step run eagerly, and
+    # the whole epoch is exactly the eager loop's. On the CPU the warm-up steps stand in
+    # for the side-stream ones and the capture is made to fail.
+    perm = torch.randperm(300, generator=torch.Generator().manual_seed(3))
+    model_a, opt_a, x, y = _setup("mlp", data, hidden=32)
+    torch.manual_seed(7)
+    eager = train_epoch(model_a, opt_a, x, y, perm, 50)
+    model_b, opt_b, _, _ = _setup("mlp", data, hidden=32)
+    runner = GraphSteps(model_b, opt_b, x, y, 50, "fp32", capture=False)
+    runner.capture = True  # as on CUDA
+    monkeypatch.setattr(runner, "_warm_step", runner._step)
+
+    def refuse():
+        raise RuntimeError("operation not permitted when stream is capturing\nmore text")
+
+    monkeypatch.setattr(runner, "_capture", refuse)
+    torch.manual_seed(7)
+    with caplog.at_level("WARNING", logger="cifarlab.engine"):
+        loss, correct = runner.epoch(perm)
+    torch.testing.assert_close(loss, eager[0], rtol=0, atol=0)
+    assert int(correct) == int(eager[1]) and runner.eager_steps == GraphSteps.WARM_UP
+    for (k, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values(),
+                         strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=0, msg=k)
+    assert runner.graphs_failed == ("RuntimeError: operation not permitted when stream is "
+                                    "capturing")
+    assert runner.graph is None and runner.capture is False  # no second attempt
+    assert "CUDA graph capture failed" in caplog.text and "training on without" in caplog.text

@@ -41,7 +41,8 @@ METRIC_COLUMNS = ("best_epoch", "train_acc", "val_acc", "test_acc", "train_loss"
                   "images_per_second", "epochs_completed", "diverged", "diverged_epoch",
                   "diverged_train_loss",
                   "n_train", "n_val", "n_test", "device", "threads", "cpu", "torch", "cuda",
-                  "precision", "channels_last", "compile", "cuda_graphs", "git_commit",
+                  "precision", "channels_last", "compile", "cuda_graphs", "cuda_graphs_failed",
+                  "git_commit",
                   "data_checksum", "started", "finished")
 PCT = ("train_acc", "val_acc", "test_acc", "best_train_acc", "best_val_acc",
        "val_acc_bn_reestimated")

@@ -24,6 +24,7 @@ The CPU default (all off) is the eager loop ``train_epoch``, bit-exact across re
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -35,6 +36,8 @@ from torch import Tensor, nn
 
 __all__ = ["Execution", "StepRunner", "EagerSteps", "GraphSteps", "train_epoch", "autocast",
            "step_runner", "compiled", "eval_batch"]
+
+log = logging.getLogger("cifarlab.engine")
 
 # Validation/test batch: 1,000 images on a CPU (the activations of a bigger batch fall out
 # of the caches); 10,000 on CUDA, where one batch of the CNN's first block is
@@ -113,6 +116,10 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y
 class StepRunner(Protocol):
     """Runs one epoch of training steps over a permutation of the training images."""
 
+    # Why CUDA graphs were asked for but the steps run without them (None: they were not
+    # asked for, or they work); metrics.json records it.
+    graphs_failed: str | None
+
     def epoch(self, perm: Tensor,
               on_step: Callable[[], object] | None = None) -> tuple[Tensor, Tensor]:
         """Train over ``perm`` (device int64, the epoch's order); returns the sum of the
@@ -122,6 +129,8 @@ class StepRunner(Protocol):
 
 class EagerSteps:
     """``train_epoch``: one Python-driven step after another (the CPU path)."""
+
+    graphs_failed = None
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor,
                  y: Tensor, batch_size: int, precision: str) -> None:
@@ -148,6 +157,11 @@ class GraphSteps:
 
     With ``capture=False`` (any device) the same static-buffer step runs eagerly: the CPU
     tests check that it computes exactly what ``train_epoch`` computes.
+
+    A capture that fails (an operation CUDA graphs do not allow, in a torch or driver
+    version this was not measured on) costs the run nothing: the step that was being
+    captured executed nothing, so it and every later step run eagerly instead, the log
+    says why, and ``graphs_failed`` holds the error for metrics.json.
     """
 
     WARM_UP = 3
@@ -165,6 +179,7 @@ class GraphSteps:
         self.correct = torch.zeros((), dtype=torch.long, device=dev)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.eager_steps = 0
+        self.graphs_failed: str | None = None
 
     def _step(self) -> None:
         # Only in-place writes to tensors that outlive the step: a replay repeats exactly
@@ -193,6 +208,16 @@ class GraphSteps:
             self._step()
         self.graph = graph
 
+    def _try_capture(self) -> None:
+        try:
+            self._capture()
+        except RuntimeError as exc:  # torch's CUDA errors are RuntimeErrors
+            self.graph, self.capture = None, False
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            self.graphs_failed = f"{type(exc).__name__}: {first_line}"[:300]
+            log.warning("CUDA graph capture failed (%s); training on without CUDA graphs "
+                        "(train.cuda_graphs: false avoids the attempt)", self.graphs_failed)
+
     def epoch(self, perm: Tensor,
               on_step: Callable[[], object] | None = None) -> tuple[Tensor, Tensor]:
         """See ``StepRunner.epoch``."""
@@ -208,8 +233,11 @@ class GraphSteps:
                 self.eager_steps += 1
             else:
                 if self.graph is None:
-                    self._capture()
-                self.graph.replay()
+                    self._try_capture()
+                if self.graph is not None:
+                    self.graph.replay()
+                else:  # the capture failed: this step (which it did not run) eagerly
+                    self._step()
             if on_step is not None:
                 on_step()
         return self.loss_sum.clone(), self.correct.clone()

@@ -347,7 +347,11 @@ class Trainer:
             "data_checksum": self.data.checksum,
             "precision": self.precision,
             **self.execution.as_metrics(),
+            # CUDA graphs asked for but failed to capture: the steps ran eagerly.
+            "cuda_graphs_failed": self.runner.graphs_failed,
         })
+        if self.runner.graphs_failed:
+            metrics["cuda_graphs"] = False
         return metrics
 
 
