@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from cifarlab.bundle import BundleError, bundle_paths, pack, unpack
+from cifarlab.bundle import BundleError, bundle_paths, pack, restore_runs, unpack
 from cifarlab.layout import Layout
 
 
@@ -22,7 +22,8 @@ def _results(root, runs=("r1", "r2")):
         f"{layout.logs}/report.log": b"ok\n",
     }
     for rid in runs:
-        for name in ("spec.yaml", "history.csv", "metrics.json", "best.pt", "checkpoint.pt"):
+        for name in ("spec.yaml", "history.csv", "first_layer.pt", "metrics.json", "best.pt",
+                     "checkpoint.pt"):
             files[f"{layout.runs}/{rid}/{name}"] = os.urandom(500)
         files[layout.train_log.format(run=rid)] = b"log\n"
     files[f"{layout.runs}/other/metrics.json"] = b"{}"  # another profile's run
@@ -37,9 +38,11 @@ def test_a_bundle_holds_results_but_no_weights_and_comes_back_whole(tmp_path):
     layout, files = _results(src)
     paths = bundle_paths(layout, ["r1", "r2", "missing"], root=src)
     names = {str(p) for p in paths}
-    assert not any(n.endswith(".pt") for n in names)
+    # no weights or checkpoints; the first layer's few units the figures draw
+    assert not any(n.endswith(("best.pt", "checkpoint.pt")) for n in names)
     assert "results/runs/other/metrics.json" not in names
-    expected = {n for n in files if not n.endswith(".pt") and "/other/" not in n}
+    expected = {n for n in files if not n.endswith(("best.pt", "checkpoint.pt"))
+                and "/other/" not in n}
     assert names == expected
     # small parts force a split; the parts join back to the same files
     written = pack(paths, tmp_path / "out", root=src, info={"profile": "full"},
@@ -119,3 +122,45 @@ def test_the_cli_bundles_a_configured_profile(tmp_path):
     manifest = unpack(tmp_path / "b", tmp_path / "x")
     assert manifest["profile"] == "smoke" and manifest["runs_complete"] == 0
     assert (tmp_path / "x/results/smoke/report/report.md").read_text() == "# r\n"
+
+
+def test_restoring_runs_brings_completed_runs_not_complete_here(tmp_path):
+    # The next machine of a study stopped by its time: completed runs come back (whole,
+    # metrics.json last), a run complete there already is left alone, an unfinished one
+    # (history without metrics) is not restored, and nothing but runs is extracted.
+    src = tmp_path / "src"
+    layout, files = _results(src, runs=("done1", "done2", "here"))
+    (src / layout.runs / "half").mkdir()
+    (src / layout.runs / "half" / "history.csv").write_text("epoch\n1\n")
+    ids = ["done1", "done2", "here", "half"]
+    pack(bundle_paths(layout, ids, root=src), tmp_path / "out", root=src,
+         info={"runs_dir": str(layout.runs)})
+    into = tmp_path / "next"
+    (into / layout.runs / "here").mkdir(parents=True)
+    (into / layout.runs / "here" / "metrics.json").write_text('{"mine": 1}')
+    done = restore_runs(tmp_path / "out", into)
+    assert done == {"restored": ["done1", "done2"], "present": ["here"],
+                    "unfinished": ["half"]}
+    for rid in ("done1", "done2"):
+        for name in ("spec.yaml", "history.csv", "first_layer.pt", "metrics.json"):
+            rel = f"{layout.runs}/{rid}/{name}"
+            assert (into / rel).read_bytes() == files[rel], rel
+        assert not (into / layout.runs / rid / "best.pt").exists()
+    assert (into / layout.runs / "here" / "metrics.json").read_text() == '{"mine": 1}'
+    assert not (into / layout.runs / "half").exists()
+    assert sorted(p.name for p in into.iterdir()) == ["results"]
+    assert sorted(p.name for p in (into / "results").iterdir()) == ["runs"]
+    # the CLI says what it did; a damaged bundle is an error that says so, not a traceback
+    repo = __import__("pathlib").Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo / "src")}
+    out = subprocess.run([sys.executable, "-m", "cifarlab", "unbundle", str(tmp_path / "out"),
+                          "--into", str(tmp_path / "cli"), "--runs-only"],
+                         env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "restored 3 completed run(s)" in out.stdout and "1 unfinished" in out.stdout
+    (tmp_path / "out" / "results.tar.gz").write_bytes(b"not a tar")
+    out = subprocess.run([sys.executable, "-m", "cifarlab", "unbundle", str(tmp_path / "out"),
+                          "--into", str(tmp_path / "cli"), "--runs-only"],
+                         env=env, capture_output=True, text=True)
+    assert out.returncode == 2 and "is not a readable bundle" in out.stderr
+    assert "Traceback" not in out.stderr

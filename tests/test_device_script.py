@@ -30,9 +30,10 @@ def device(tmp_path_factory):
     archive = base / "cifar-10-python.tar.gz"
     md5 = make_official_archive(archive, per_batch=100)
 
-    def study(budget: int, out: str) -> subprocess.CompletedProcess:
+    def study(budget: int, out: str, work: str = "work", **more: str
+              ) -> subprocess.CompletedProcess:
         env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}",
-               "PYTHON": str(BIN / "python"), "WORK": str(base / "work"),
+               "PYTHON": str(BIN / "python"), "WORK": str(base / work), **more,
                "OUT": str(base / out), "DATA": str(archive), "DATA_SOURCE": "archive",
                "DATA_MD5": md5, "BUDGET_S": str(budget),
                "CONFIGFILES": f"{ROOT}/config/smoke.yaml {ROOT}/profiles/gpu/gpu.yaml"}
@@ -58,7 +59,7 @@ def test_a_budget_too_short_stops_snakemake_and_still_bundles(device):
     manifest, names = _manifest(device["base"] / "short")
     assert manifest["profile"] == "smoke" and manifest["runs_complete"] < 11
     assert "logs/device/snakemake.log" in names and "logs/device/study.txt" in names
-    assert not any(n.endswith(".pt") for n in names)
+    assert not any(n.endswith(("best.pt", "checkpoint.pt")) for n in names)
 
 
 def test_the_next_call_finishes_the_study_and_bundles_its_report(device):
@@ -70,12 +71,34 @@ def test_the_next_call_finishes_the_study_and_bundles_its_report(device):
                    "results/smoke/tables/runs.csv", "logs/device/info.txt"):
         assert needed in names, needed
     runs = [n for n in names if n.endswith("/metrics.json")]
-    assert len(runs) == 11 and not any(n.endswith(".pt") for n in names)
+    assert len(runs) == 11 and not any(n.endswith(("best.pt", "checkpoint.pt")) for n in names)
+    assert sum(n.endswith("/first_layer.pt") for n in names) == 11  # what the figures need
     work = device["base"] / "work"
     metrics = [json.loads((work / n).read_text()) for n in runs]
     # the GPU profile on a CPU: no CUDA graphs, as recorded; every run 1 epoch
     assert all(m["cuda_graphs"] is False and m["epochs_completed"] == 1 for m in metrics)
     assert "study.sh: snakemake exited 0" in (work / "logs/device/study.txt").read_text()
+
+
+def test_another_machine_resumes_from_the_bundle_and_trains_nothing_done(device):
+    # A fresh machine (another WORK) given the bundle brought back: every completed run is
+    # restored without weights and none is trained again; the report is rendered there.
+    base = device["base"]
+    proc = device["study"](600, "resumed", work="work2", RESUME=str(base / "full"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "restored 11 completed run(s)" in proc.stdout
+    manifest, names = _manifest(base / "resumed")
+    assert manifest["runs_complete"] == manifest["runs_planned"] == 11
+    assert "results/smoke/report/report.html" in names
+    work = base / "work2"
+    logs = list((work / "logs/train").glob("*.log"))
+    assert len(logs) == 11
+    assert not any("epoch 1/1" in log.read_text() for log in logs)
+    assert not list((work / "results/runs").glob("*/best.pt"))
+    # a RESUME that is not there stops before anything runs, and says so
+    proc = device["study"](600, "bad", work="work3", RESUME=str(base / "no-such-bundle"))
+    assert proc.returncode == 2 and "RESUME=" in proc.stderr and "brought back" in proc.stderr
+    assert not (base / "work3" / "results").exists()
 
 
 def test_without_wheels_or_packages_it_says_what_to_do(tmp_path):

@@ -203,6 +203,45 @@ def test_changed_grid_point_trains_exactly_one_new_run(smoke):
     assert "-d20.5-" in pd.read_csv(work / "results/smoke/tables/runs.csv")["run_id"].str.cat()
 
 
+def test_a_study_resumed_elsewhere_trains_only_the_missing_runs(smoke, tmp_path):
+    """Another machine gets the completed runs' results without weights (a bundle, as a
+    GPU machine stopped by its time limit brings back) and trains only what is missing:
+    the data is prepared there, so Snakemake reruns every train job, and each restored
+    run's job restores its outputs from the record the planner gave it, in seconds; their
+    first layers come from first_layer.pt."""
+    from cifarlab.bundle import bundle_paths, pack, restore_runs
+    from cifarlab.layout import Layout
+
+    work = smoke["work"]
+    proc = subprocess.run([str(BIN / "cifarlab"), "plan", *smoke["common"][2:], "--out",
+                           str(tmp_path / "plan.json")], cwd=work, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    ids = sorted(json.loads((tmp_path / "plan.json").read_text()))
+    assert len(ids) == 11
+    layout = Layout.from_config({"profile": "smoke"})
+    kept = ids[2:]  # two runs "did not finish in time"
+    pack(bundle_paths(layout, kept, root=work), tmp_path / "bundle", root=work,
+         info={"runs_dir": str(layout.runs)})
+    other = tmp_path / "other"
+    assert restore_runs(tmp_path / "bundle", other)["restored"] == kept
+    assert not list((other / "results/runs").glob("*/best.pt"))
+    before = {rid: (other / "results/runs" / rid / "metrics.json").read_bytes() for rid in kept}
+    snakemake(other, *smoke["common"])
+    for rid, data in before.items():
+        assert (other / "results/runs" / rid / "metrics.json").read_bytes() == data, rid
+        log = (other / "logs/train" / f"{rid}.log").read_text()
+        assert "restoring its outputs" in log and "epoch 1/2" not in log, log
+    for rid in ids[:2]:
+        assert "epoch 2/2" in (other / "logs/train" / f"{rid}.log").read_text()
+    assert sorted(p.parent.name for p in (other / "results/runs").glob("*/best.pt")) == ids[:2]
+    runs = pd.read_csv(other / "results/smoke/tables/runs.csv")
+    assert sorted(runs["run_id"]) == ids and runs["test_acc"].notna().all()
+    for fig in ("first_layer_mlp", "first_layer_cnn"):
+        assert (other / f"results/smoke/figures/{fig}.png").stat().st_size > 5000
+    assert "Nothing to be done" in snakemake(other, *smoke["common"]).stderr
+
+
 def test_changing_how_steps_execute_reruns_no_run(smoke):
     # device, execution switches and checkpoint interval are not part of a run: no rerun
     proc = snakemake(smoke["work"], *smoke["common"],

@@ -43,6 +43,44 @@ def test_files_roundtrip(tmp_path):
     assert not any((run.path / name).exists() for name in FILES.values())
 
 
+@pytest.mark.parametrize("name,arch,units,shown", [("mlp", {"hidden": 40}, 40, 32),
+                                                    ("cnn", {"channels": [16, 8]}, 16, 16)])
+def test_first_layer_keeps_the_units_the_figure_draws(tmp_path, name, arch, units, shown):
+    run = RunDir(tmp_path / "r")
+    spec = {"model": name, "arch": arch}
+    run.write_spec(spec)
+    model = build_model(name, **arch)
+    run.save_best(model.state_dict())
+    from cifarlab.models import first_layer_weights
+
+    expected = first_layer_weights(model)[:shown]
+    # Before first_layer.pt exists (a run trained before it did), it comes from best.pt.
+    derived, n = run.load_first_layer(spec)
+    torch.testing.assert_close(derived, expected, rtol=1e-3, atol=1e-4)  # float16 kept
+    assert n == units
+    assert run.save_first_layer(spec) and run.first_layer_path in run.portable_files()
+    run.best_path.unlink()  # a run brought back without weights
+    w, n = run.load_first_layer(spec)
+    assert w.dtype == torch.float32 and n == units
+    torch.testing.assert_close(w, derived, rtol=0, atol=0)
+    # only the drawn units are stored: ~200 KB for the study's MLP, not its 13 MB of weights
+    assert run.first_layer_path.stat().st_size < shown * expected[0].numel() * 2 + 2000
+    run.first_layer_path.unlink()
+    with pytest.raises(RunFileError, match="first_layer.pt is missing.*neither"):
+        run.load_first_layer(spec)
+
+
+def test_a_model_without_a_first_layer_writes_none(tmp_path, monkeypatch):
+    from cifarlab.models import MODELS
+
+    run = RunDir(tmp_path / "r")
+    import dataclasses
+
+    monkeypatch.setitem(MODELS, "mlp", dataclasses.replace(MODELS["mlp"], first_layer=None))
+    assert run.save_first_layer({"model": "mlp", "arch": {}}) is False
+    assert not run.first_layer_path.exists()
+
+
 def test_history_of_a_run_without_epochs_is_empty(tmp_path):
     run = RunDir(tmp_path / "r")
     run.write_history([])

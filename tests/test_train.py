@@ -42,7 +42,7 @@ def data():
 def test_run_writes_outputs_and_learns(tmp_path, data):
     m = train_run(spec(epochs=4), data, tmp_path / "run", threads=1)
     out = tmp_path / "run"
-    for name in ("spec.yaml", "history.csv", "metrics.json", "best.pt"):
+    for name in ("spec.yaml", "history.csv", "metrics.json", "best.pt", "first_layer.pt"):
         assert (out / name).exists(), name
     assert not (out / "checkpoint.pt").exists()
     h = pd.read_csv(out / "history.csv")
@@ -222,3 +222,37 @@ def test_a_spaced_checkpoint_still_resumes_exactly(tmp_path, data):
     whole = train_run(spec(epochs=4), data, tmp_path / "b", threads=1)
     for k in ("train_acc", "val_acc", "test_acc", "train_loss", "val_acc_bn_reestimated"):
         assert resumed[k] == whole[k], k
+
+
+def test_a_run_brought_back_without_weights_is_complete(tmp_path, data, caplog):
+    # A completed run's portable files (spec, history, first layer, metrics) copied to
+    # another machine, as `cifarlab unbundle --runs-only` does: not trained again, even
+    # without data; it gets a record, from which the outputs Snakemake deletes before
+    # rerunning its job (after the data there is prepared) are restored.
+    import shutil
+
+    from cifarlab.rundir import RunDir
+
+    s = spec(epochs=2)
+    m = train_run(s, data, tmp_path / "run", threads=1)
+    back = RunDir(tmp_path / "back")
+    back.path.mkdir()
+    for f in RunDir(tmp_path / "run").portable_files():
+        shutil.copy2(f, back.path / f.name)
+    before = {f.name: f.read_bytes() for f in back.path.iterdir()}
+    assert set(before) == {"spec.yaml", "history.csv", "first_layer.pt", "metrics.json"}
+    with caplog.at_level("INFO", logger="cifarlab.train"):
+        assert train_run(s, None, back.path, threads=1) == m
+    assert "(its results came without weights); not training it again" in caplog.text
+    assert {f.name: f.read_bytes() for f in back.path.iterdir() if f.is_file()} == before
+    assert sorted(f.name for f in back.record.path.iterdir()) == sorted(before)
+    back.metrics_path.unlink()
+    back.history_path.unlink()
+    caplog.clear()
+    with caplog.at_level("INFO", logger="cifarlab.train"):
+        assert train_run(s, None, back.path, threads=1) == m
+    assert "restoring its outputs" in caplog.text
+    assert {f.name: f.read_bytes() for f in back.path.iterdir() if f.is_file()} == before
+    # another spec in that folder is still refused, as for any completed run
+    with pytest.raises(RunError, match="different spec"):
+        train_run(spec(epochs=3), None, back.path, threads=1)

@@ -29,9 +29,13 @@
 #       SNAKEMAKE_ARGS more snakemake options, split on spaces (e.g. "--resources gpu=8")
 #       MPS          1: run the study under NVIDIA's Multi-Process Service (where the
 #                    machine allows it; without it otherwise, as the log says)
+#       RESUME       a bundle of an earlier call on another machine (its .tar.gz, or the
+#                    folder of it or its parts; relative to here or to the checkout, e.g.
+#                    bundles/full): its completed runs are restored first, without weights
+#                    (`cifarlab unbundle --runs-only`), and only the missing runs train
 # Exit status: Snakemake's (124 when the budget stopped it, 137 when it had to be killed 15 s
-# later); 3: the packages cannot be installed; 4: no bundle. The bundle is written whenever
-# Snakemake ran.
+# later); 2: bad input (DATA, RESUME, the budget); 3: the packages cannot be installed;
+# 4: no bundle. The bundle is written whenever Snakemake ran.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=${WORK:-$REPO}
@@ -41,6 +45,13 @@ RESERVE_S=${RESERVE_S:-40}
 DATA_SOURCE=${DATA_SOURCE:-folder}
 PY=${PYTHON:-python3}
 t0=$(date +%s)
+if [ -n "${RESUME:-}" ]; then  # before the cd: relative to here, else to the checkout
+  for candidate in "$RESUME" "$REPO/$RESUME"; do
+    if [ -e "$candidate" ]; then RESUME=$(cd "$(dirname "$candidate")" && pwd)/$(basename "$candidate"); break; fi
+  done
+  [ "${RESUME:0:1}" = / ] && [ -e "$RESUME" ] || { echo "study.sh: RESUME=$RESUME is neither" \
+    "here nor in $REPO; give the bundle (its .tar.gz or its folder) brought back earlier" >&2; exit 2; }
+fi
 mkdir -p "$WORK" && cd "$WORK" || exit 2
 
 # 1. What the machine's image lacks, from the carried wheels.
@@ -64,7 +75,7 @@ DATA=$(cd "$(dirname "$DATA")" && pwd)/$(basename "$DATA")
 "$PY" -m cifarlab info > logs/device/info.txt 2>&1
 nvidia-smi > logs/device/nvidia-smi.txt 2>&1 || echo "no nvidia-smi" > logs/device/nvidia-smi.txt
 
-# 3. The study, stopped (SIGINT: Snakemake ends its jobs, which keep their checkpoints)
+# 3. The runs an earlier machine completed (RESUME), then the study, stopped (SIGINT: Snakemake ends its jobs, which keep their checkpoints)
 #    when the budget is spent. A Snakemake killed earlier on this machine left its lock.
 items=("data={source: $DATA_SOURCE, path: '$DATA'${DATA_MD5:+, md5: $DATA_MD5}}" "$@")
 [ -n "${REPORT_DIR:-}" ] && items+=("report_dir=$REPORT_DIR")
@@ -75,6 +86,13 @@ read -r -a more <<< "${SNAKEMAKE_ARGS:-}"
 if [ -n "$(ls -A .snakemake/locks 2>/dev/null)" ]; then
   "$PY" -m snakemake -s "$REPO/Snakefile" --profile "$REPO/profiles/gpu" "${configs[@]}" \
     --config "${items[@]}" --unlock > logs/device/unlock.log 2>&1
+fi
+if [ -n "${RESUME:-}" ]; then
+  "$PY" -m cifarlab unbundle "$RESUME" --into . --runs-only > logs/device/resume.txt 2>&1
+  rc=$?
+  head -n 1 logs/device/resume.txt
+  [ "$rc" -eq 0 ] || { cat logs/device/resume.txt >&2; echo "study.sh: RESUME=$RESUME" \
+    "could not be restored (above); give an intact bundle or unset RESUME" >&2; exit 2; }
 fi
 left=$(( BUDGET_S - ($(date +%s) - t0) - RESERVE_S ))
 [ "$left" -gt 0 ] || { echo "study.sh: no time left for snakemake (BUDGET_S=$BUDGET_S)" >&2; exit 2; }

@@ -8,6 +8,11 @@ results), split into numbered parts when it is larger than one file may be. ``un
 joins the parts and extracts them, refusing any member that would land outside the target
 folder. Paths inside the bundle are relative to the working directory the pipeline ran
 in, so unpacking into a checkout puts every file where the pipeline keeps it.
+
+``restore_runs`` resumes a study elsewhere: it extracts only the completed runs' files
+(spec, history, first layer, metrics) of runs not complete in the target, which is all
+the pipeline needs of them (rundir.py), so the next machine trains only the runs that are
+missing.
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ import io
 import json
 import re
 import tarfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from .layout import Layout
 from .rundir import RunDir
 
-__all__ = ["BundleError", "bundle_paths", "pack", "unpack", "MAX_FILES", "MAX_BYTES"]
+__all__ = ["BundleError", "bundle_paths", "pack", "unpack", "read_manifest", "restore_runs",
+           "MAX_FILES", "MAX_BYTES"]
 
 MAX_FILES = 8
 MAX_BYTES = 16 * 2**20
@@ -130,16 +136,13 @@ def _parts(source: Path) -> list[Path]:
     return split
 
 
-def unpack(source: Path, into: Path = Path(".")) -> dict:
-    """Extract the bundle at ``source`` (its file, or a folder with its file or parts)
-    into ``into``; returns its manifest (``bundle.json``, which is not extracted).
-    Members outside ``into`` (absolute paths, ``..``) or of other kinds than files and
-    folders are refused before anything is written."""
+def _open(source: Path) -> tuple[tarfile.TarFile, list[tarfile.TarInfo], dict]:
+    """The bundle's tar (open), its members and its manifest; a damaged bundle is a
+    BundleError that says so."""
     blob = b"".join(p.read_bytes() for p in _parts(Path(source)))
-    into = Path(into).resolve()
     manifest: dict = {}
     try:
-        tar = tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz")  # noqa: SIM115 (closed below)
+        tar = tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz")  # noqa: SIM115 (closed by callers)
         members = tar.getmembers()
         for m in members:
             if m.name == MANIFEST:
@@ -147,6 +150,26 @@ def unpack(source: Path, into: Path = Path(".")) -> dict:
     except (tarfile.TarError, EOFError, OSError, json.JSONDecodeError) as exc:
         raise BundleError(f"{source} is not a readable bundle ({exc}): a part cut short or "
                           "damaged in transfer?") from None
+    return tar, members, manifest
+
+
+def read_manifest(source: Path) -> dict:
+    """The manifest (``bundle.json``) of the bundle at ``source``: its files and what
+    produced it."""
+    tar, _, manifest = _open(source)
+    tar.close()
+    return manifest
+
+
+def unpack(source: Path, into: Path = Path("."),
+           select: Callable[[str], bool] | None = None) -> dict:
+    """Extract the bundle at ``source`` (its file, or a folder with its file or parts)
+    into ``into``; returns its manifest (``bundle.json``, which is not extracted).
+    Members outside ``into`` (absolute paths, ``..``) or of other kinds than files and
+    folders are refused before anything is written. ``select(name)``, when given,
+    chooses the members to extract (in the bundle's order)."""
+    tar, members, manifest = _open(source)
+    into = Path(into).resolve()
     with tar:
         for m in members:
             target = (into / m.name).resolve()
@@ -158,6 +181,30 @@ def unpack(source: Path, into: Path = Path(".")) -> dict:
         # (Python >= 3.11.4) refuses links and special files a second time.
         kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
         for m in members:
-            if m.name != MANIFEST:
+            if m.name != MANIFEST and (select is None or select(m.name)):
                 tar.extract(m, into, **kwargs)
     return manifest
+
+
+def restore_runs(source: Path, into: Path = Path(".")) -> dict[str, list[str]]:
+    """Extract from the bundle at ``source`` the files of each run it holds complete
+    (its metrics.json is in the bundle) that is not complete in ``into``: the pipeline
+    there then trains only the runs still missing. Returns the run ids by what happened:
+    ``restored``, ``present`` (complete in ``into`` already: left as they are) and
+    ``unfinished`` (in the bundle without metrics.json: not restored, trained again)."""
+    manifest = read_manifest(source)
+    runs_dir = Path(manifest.get("runs_dir", "results/runs"))
+    files: dict[str, set[str]] = {}
+    for name in manifest.get("files", []):
+        rel = Path(name)
+        if rel.parent.parent == runs_dir:  # <runs_dir>/<run id>/<file>; not its record/
+            files.setdefault(rel.parent.name, set()).add(rel.name)
+    marker = RunDir(runs_dir).metrics_path.name  # RunDir owns the file names
+    finished = {rid for rid, names in files.items() if marker in names}
+    present = {rid for rid in finished if RunDir(Path(into) / runs_dir / rid).is_complete}
+    restore = finished - present
+    # Within a run, metrics.json (the completion marker) comes last in the bundle.
+    unpack(source, into, select=lambda name: Path(name).parent.parent == runs_dir
+           and Path(name).parent.name in restore)
+    return {"restored": sorted(restore), "present": sorted(present),
+            "unfinished": sorted(set(files) - finished)}

@@ -177,7 +177,8 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     plan = build_plan(config)
     paths = bundle_paths(layout, plan, extra=args.extra)
     done = sum(RunDir(Path(layout.runs) / rid).is_complete for rid in plan)
-    info = {"profile": layout.profile, "runs_planned": len(plan), "runs_complete": done}
+    info = {"profile": layout.profile, "runs_planned": len(plan), "runs_complete": done,
+            "runs_dir": str(layout.runs)}
     written = pack(paths, Path(args.out), name=args.name, info=info,
                    max_files=args.max_files, max_bytes=int(args.max_mib * 2**20))
     size = sum(p.stat().st_size for p in written) / 2**20
@@ -188,8 +189,16 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
 
 def cmd_unbundle(args: argparse.Namespace) -> int:
-    from .bundle import unpack
+    from .bundle import restore_runs, unpack
 
+    if args.runs_only:
+        done = restore_runs(Path(args.source), Path(args.into))
+        print(f"restored {len(done['restored'])} completed run(s) into {args.into} "
+              f"({len(done['present'])} complete there already, left as they are; "
+              f"{len(done['unfinished'])} unfinished in the bundle, to train there)")
+        for rid in done["restored"]:
+            print(f"  {rid}")
+        return 0
     manifest = unpack(Path(args.source), Path(args.into))
     print(f"unpacked {len(manifest.get('files', []))} files of profile "
           f"{manifest.get('profile', '?')} ({manifest.get('runs_complete', '?')} of "
@@ -325,6 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("source", help="the bundle's .tar.gz, or the folder holding it or its parts")
     s.add_argument("--into", required=True, help="folder to extract into (its paths are "
                    "relative to where the pipeline ran, e.g. results/<profile>/report)")
+    s.add_argument("--runs-only", action="store_true",
+                   help="resume the study in --into (the folder the pipeline runs in): "
+                   "extract only the completed runs' results, of runs not complete there; "
+                   "the pipeline there trains only the missing runs")
     s.set_defaults(func=cmd_unbundle)
 
     s = sub.add_parser("aggregate", help="collect run metrics into tables")
@@ -388,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
+    from .bundle import BundleError
     from .data import DataError
     from .rundir import RunFileError
     from .study import ConfigError
@@ -395,6 +409,6 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (DataError, ConfigError, RunError, RunFileError) as exc:
+    except (BundleError, DataError, ConfigError, RunError, RunFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -19,7 +19,8 @@ from torch.nn.modules.utils import _pair
 from .layers import BatchNorm1d, BatchNorm2d, Dropout, Dropout2d
 
 __all__ = ["MLP", "CNN", "MODELS", "ModelEntry", "register_model", "model_entry", "display_name",
-           "model_order", "build_model", "model_arguments", "count_parameters"]
+           "model_order", "build_model", "model_arguments", "count_parameters", "shown_units",
+           "first_layer_weights"]
 
 IMAGE_SHAPE = (3, 32, 32)
 NUM_CLASSES = 10
@@ -282,6 +283,14 @@ def build_model(name: str, **kwargs: object) -> nn.Module:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def shown_units(n_units: int, height: int, width: int) -> int:
+    """How many first-layer units the feature figure draws (and a run keeps in
+    first_layer.pt): up to 64 small filters (a CNN's) or 32 image-sized units (an MLP's,
+    each a whole 32x32 image), never more than the layer has."""
+    cap = 64 if height * width < 100 else 32
+    return min(cap, int(n_units))
 
 
 def first_layer_weights(model: nn.Module) -> Tensor:

@@ -1,4 +1,4 @@
-"""Every figure of the study, drawn from the tables and the runs' histories and weights.
+"""Every figure of the study, drawn from the tables and the runs' histories and first layers.
 
 With several seeds, curves show the mean with a 95% band (Student t over seeds) and
 summaries show error bars; with one seed the test accuracy's error bar is its binomial
@@ -23,7 +23,7 @@ from scipy import stats  # noqa: E402
 
 from .models import MODELS, display_name  # noqa: E402
 from .pipeline import figure_names  # noqa: E402
-from .reporting.format import first_layer_caption, readable_title, shown_units  # noqa: E402
+from .reporting.format import first_layer_caption, readable_title  # noqa: E402
 from .rundir import RunDir  # noqa: E402
 from .tables import StudyTables  # noqa: E402
 
@@ -259,9 +259,10 @@ def make_figures(tables: Path, runs_dir: Path, out: Path) -> list[Path]:
             continue
         rid = baseline(model)[0]
         spec = by_id[rid]
-        w = entry.first_layer(RunDir(runs_dir / rid).load_model(spec))
-        # Never more than the layer has: a 16-filter CNN shows 16, and the title says so.
-        units = shown_units(w.shape[0], w.shape[2], w.shape[3])
+        # The units the figure draws (never more than the layer has: a 16-filter CNN
+        # shows 16, and the title says so), from first_layer.pt: no weights are read.
+        w, n_units = RunDir(runs_dir / rid).load_first_layer(spec)
+        units = w.shape[0]
         p = spec["arch"].get("dropout", 0.0)
         panels = [(f"with Dropout (p={p:g})" if p > 0 else "baseline", _unit_images(w, units))]
         # The same run without dropout, when the grid has it: what dropout changes. The
@@ -272,8 +273,8 @@ def make_figures(tables: Path, runs_dir: Path, out: Path) -> list[Path]:
         other = next((r for r, s in by_id.items() if p > 0 and s == twin), None)
         if other is not None:
             panels.append(("without Dropout", _unit_images(
-                entry.first_layer(RunDir(runs_dir / other).load_model(by_id[other])), units)))
-        title = first_layer_caption(entry.display, w.shape[0], w.shape[2], w.shape[3])
+                RunDir(runs_dir / other).load_first_layer(by_id[other])[0], units)))
+        title = first_layer_caption(entry.display, n_units, w.shape[2], w.shape[3])
         written += _save(fig_weights(panels, title), out, f"first_layer_{model}")
     for rid in sorted(t.plan):
         written += _save(fig_curves(h, [rid], f"run {rid}"), out, f"runs/{rid}")

@@ -6,9 +6,20 @@ A run folder (``results/runs/<run id>/``) holds::
     history.csv     one row per completed epoch (HISTORY_COLUMNS)
     metrics.json    written last: its presence means the run is complete
     best.pt         state dict of the best-validation epoch's model
+    first_layer.pt  the first-layer units the feature figure draws, from best.pt (float16
+                    images, at most 64 small filters or 32 image-sized units: ~200 KB for
+                    the MLP instead of best.pt's 13 MB), for models that register a first
+                    layer
     checkpoint.pt   the resumable RunState after the last completed epoch (removed when done)
-    record/         the completed run's record: spec.yaml, history.csv, best.pt and
-                    metrics.json as they were when training finished
+    record/         the completed run's record: spec.yaml, history.csv, best.pt,
+                    first_layer.pt and metrics.json as they were when training finished
+
+Snakemake's outputs are metrics.json and history.csv; everything downstream (tables,
+figures, report) reads only spec.yaml, history.csv, metrics.json and first_layer.pt, the
+*portable* files. A run folder holding just those (brought back from a GPU machine by
+``cifarlab bundle``, without weights) is complete: the pipeline neither trains it again
+nor needs its weights. It gets a record like any completed run (``write_record``, also
+done by the planner), without the weights it does not have.
 
 The record is not a Snakemake output, so it survives what Snakemake deletes before
 rerunning a job (a rebuilt data cache, ``--rerun-incomplete`` after a killed controller,
@@ -48,11 +59,14 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "s
 
 # Role -> file name inside a run folder. The Snakemake rules take their paths from here.
 FILES = {"spec": "spec.yaml", "history": "history.csv", "metrics": "metrics.json",
-         "best": "best.pt", "checkpoint": "checkpoint.pt"}
+         "best": "best.pt", "first_layer": "first_layer.pt", "checkpoint": "checkpoint.pt"}
 # The completed run's record (a subfolder) and the outputs it keeps; metrics.json last,
-# because its presence marks the record complete.
+# because its presence marks the record complete. A run brought back without weights has
+# no best.pt, a model without a registered first layer no first_layer.pt: each is kept
+# where the run has it; the REQUIRED ones always.
 RECORD = "record"
-RECORDED = ("spec", "history", "best", "metrics")
+RECORDED = ("spec", "history", "best", "first_layer", "metrics")
+REQUIRED = ("spec", "history", "metrics")
 
 
 class RunFileError(RuntimeError):
@@ -139,6 +153,15 @@ def _is_disk_full(exc: BaseException) -> bool:
     return False
 
 
+def _first_layer_payload(weights: torch.Tensor) -> dict[str, Any]:
+    """first_layer.pt's content for weights (units, 3, H, W): the units the figure draws."""
+    from .models import shown_units
+
+    n, _, h, w = weights.shape
+    return {"weights": weights[:shown_units(n, h, w)].detach().to("cpu", torch.float16)
+            .clone(), "units": n}  # clone: a saved view would carry the whole layer
+
+
 def _link_or_copy(src: Path, dest: Path) -> None:
     """``dest`` becomes a hard link to ``src`` (a copy where links are not possible)."""
     if dest.exists() and os.path.samefile(src, dest):
@@ -200,10 +223,18 @@ class RunDir:
         """checkpoint.pt: the resumable state (exists only while the run is unfinished)."""
         return self.path / FILES["checkpoint"]
 
+    @property
+    def first_layer_path(self) -> Path:
+        """first_layer.pt: the first-layer units the feature figure draws."""
+        return self.path / FILES["first_layer"]
+
     def portable_files(self) -> list[Path]:
-        """The run's results without its weights (spec, history, metrics), those that exist:
-        what a bundle brings back from a remote machine (the weights are 13 MB a run)."""
-        return [p for p in (self.spec_path, self.history_path, self.metrics_path) if p.exists()]
+        """The run's results without its weights (spec, history, metrics, first layer),
+        those that exist: what a bundle brings back from a remote machine (the weights are
+        13 MB a run), and all the pipeline needs of a completed run."""
+        return [p for p in (self.spec_path, self.history_path, self.first_layer_path,
+                            self.metrics_path) if p.exists()]
+
 
     @property
     def is_complete(self) -> bool:
@@ -247,31 +278,39 @@ class RunDir:
         rec = self.record
         rec.path.mkdir(parents=True, exist_ok=True)
         rec.metrics_path.unlink(missing_ok=True)  # incomplete until metrics.json is back
-        for role in ("spec", "history", "best"):
+        for role in self._recorded_roles(self.path)[:-1]:
             _link_or_copy(self.path / FILES[role], rec.path / FILES[role])
         rec.write_metrics(metrics)
         self.write_metrics(metrics)
         self.remove_checkpoint()
 
     def write_record(self) -> None:
-        """Record a run that completed before records existed (its outputs are whole).
+        """Record a run that completed without one (its outputs are whole): trained before
+        records existed, or brought back without weights from another machine.
 
         Links only: the outputs keep their times, so nothing downstream is redone.
         """
         rec = self.record
         rec.path.mkdir(parents=True, exist_ok=True)
         rec.metrics_path.unlink(missing_ok=True)
-        for role in RECORDED:  # metrics.json last: the record's completion marker
+        for role in self._recorded_roles(self.path):  # metrics.json last: the marker
             _link_or_copy(self.path / FILES[role], rec.path / FILES[role])
 
+    @staticmethod
+    def _recorded_roles(folder: Path) -> list[str]:
+        """The RECORDED roles ``folder`` holds (the REQUIRED ones always), in order."""
+        return [r for r in RECORDED if r in REQUIRED or (folder / FILES[r]).exists()]
+
     def outputs_complete(self) -> bool:
-        """True when every recorded output (spec, history, best, metrics) exists."""
-        return all((self.path / FILES[role]).exists() for role in RECORDED)
+        """True when the run's outputs are whole: spec, history and metrics, and best.pt
+        and first_layer.pt wherever its record holds them."""
+        return all((self.path / FILES[r]).exists()
+                   for r in self._recorded_roles(self.record.path))
 
     def restore_record(self) -> dict:
         """Rewrite the outputs from the record (metrics.json last); returns the metrics."""
         rec = self.record
-        for role in RECORDED:
+        for role in self._recorded_roles(rec.path):
             src = rec.path / FILES[role]
             atomic_write(self.path / FILES[role], lambda p, s=src: shutil.copyfile(s, p))
         self.remove_checkpoint()
@@ -362,6 +401,37 @@ class RunDir:
         model = build_model(spec["model"], **spec["arch"])
         model.load_state_dict(self.load_best())
         return model
+
+    # ------------------------------------------------------------------ first layer
+    def save_first_layer(self, spec: dict | None = None) -> bool:
+        """Write first_layer.pt from best.pt: the first ``shown_units`` units of the first
+        layer as float16 images (units, 3, H, W) and the layer's number of units. Returns
+        False, writing nothing, for a model that registers no first layer."""
+        from .models import MODELS
+
+        spec = spec if spec is not None else self.read_spec()
+        entry = MODELS.get(spec["model"]) if spec else None
+        if entry is None or entry.first_layer is None:
+            return False
+        payload = _first_layer_payload(entry.first_layer(self.load_model(spec)))
+        atomic_write(self.first_layer_path, lambda p: torch.save(payload, p))
+        return True
+
+    def load_first_layer(self, spec: dict | None = None) -> tuple[torch.Tensor, int]:
+        """The first-layer units the figure draws, (units, 3, H, W) float32, and the layer's
+        number of units: from first_layer.pt, or from best.pt for a run trained before
+        first_layer.pt existed."""
+        if not self.first_layer_path.exists() and self.best_path.exists():
+            from .models import first_layer_weights
+
+            payload = _first_layer_payload(first_layer_weights(self.load_model(spec)))
+        else:
+            fix = ("delete the run folder and rerun the pipeline to train it again (its "
+                   "first layer is drawn from best.pt or first_layer.pt, and it has neither)"
+                   if not self.best_path.exists() else
+                   "delete it: it is drawn again from best.pt")
+            payload = self._load(self.first_layer_path, "cpu", fix)
+        return payload["weights"].float(), int(payload["units"])
 
     # ------------------------------------------------------------------ checkpoint
     def save_state(self, state: RunState) -> None:

@@ -401,8 +401,11 @@ def _claim(run: RunDir, spec: dict, force: bool, data: Splits | None) -> dict | 
             log.info("run %s completed earlier; restoring its outputs from %s instead of "
                      "training it again (--force retrains)", run.name, run.record.path)
             return run.restore_record()
-    elif run.is_complete and run.outputs_complete():  # completed before records existed
-        log.info("run %s is complete; not training it again (--force retrains)", run.name)
+    elif run.is_complete and run.outputs_complete():
+        # Completed before records existed, or brought back from another machine without
+        # its weights (cifarlab unbundle --runs-only): all the pipeline needs of it.
+        log.info("run %s is complete%s; not training it again (--force retrains)", run.name,
+                 "" if run.best_path.exists() else " (its results came without weights)")
         run.write_record()
         return run.read_metrics()
     run.write_spec(spec)
@@ -510,6 +513,7 @@ def train_run(
     # weights for inspection.
     run.save_best(state.best["state"] if state.best["state"] is not None
                   else t.model.state_dict())
+    run.save_first_layer(spec)  # what the figures need of the weights (portable)
     run.finish(metrics)
     return metrics
 

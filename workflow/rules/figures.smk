@@ -1,4 +1,5 @@
-# Every figure of the study, drawn from the tables and the runs' histories and weights.
+# Every figure of the study, drawn from the tables and the runs' histories and first-layer
+# units (first_layer.pt, written before a run's metrics.json: no weights are read).
 # Snakemake's report files each under its category (learning curves, one per experiment,
 # first-layer weights) and the per-run curves under "Runs".
 
@@ -8,7 +9,6 @@ rule figures:
         runs=rules.aggregate.output.runs,
         points=rules.aggregate.output.points,
         histories=expand(RUN_FILES["history"], run=RUNS),
-        weights=expand(RUN_FILES["best"], run=RUNS),
     output:
         png=[
             report(

@@ -1,6 +1,9 @@
 # One job per run. The run's folder name is its canonical id, so a changed setting trains
 # a new run beside the old one. The resumable checkpoint is deliberately not an output:
 # Snakemake deletes the outputs of a failed job, and a retried job must resume from it.
+# Nor are the weights (best.pt): what the tables, figures and report need of a run is its
+# metrics, history and first_layer.pt (rundir.py), so a run brought back from a GPU
+# machine without its 13 MB of weights (cifarlab bundle) is complete here too.
 
 
 rule train:
@@ -12,7 +15,6 @@ rule train:
     output:
         metrics=RUN_FILES["metrics"],
         history=RUN_FILES["history"],
-        weights=RUN_FILES["best"],
     log:
         LAYOUT.train_log,
     benchmark:

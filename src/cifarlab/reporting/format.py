@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from ..models import shown_units  # the unit count lives with the first-layer registry
+
 __all__ = ["num", "compact", "cell", "md_table", "ci", "figure", "readable_title",
            "shown_units", "first_layer_caption"]
 
@@ -104,14 +106,6 @@ def readable_title(name: str) -> str:
     words = name.replace("_", " ").replace(".", " ").split()
     text = " ".join(words)
     return text[:1].upper() + text[1:]
-
-
-def shown_units(n_units: int, height: int, width: int) -> int:
-    """How many first-layer units the feature figure draws: up to 64 small filters (a
-    CNN's) or 32 image-sized units (an MLP's, each a whole 32x32 image), never more than
-    the layer has."""
-    cap = 64 if height * width < 100 else 32
-    return min(cap, int(n_units))
 
 
 def first_layer_caption(display: str, n_units: int, height: int, width: int) -> str:
