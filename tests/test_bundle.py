@@ -129,18 +129,29 @@ def test_restoring_runs_brings_completed_runs_not_complete_here(tmp_path):
     # metrics.json last), a run complete there already is left alone, an unfinished one
     # (history without metrics) is not restored, and nothing but runs is extracted.
     src = tmp_path / "src"
-    layout, files = _results(src, runs=("done1", "done2", "here"))
+    layout, files = _results(src, runs=("done1", "done2", "here", "recorded"))
     (src / layout.runs / "half").mkdir()
     (src / layout.runs / "half" / "history.csv").write_text("epoch\n1\n")
-    ids = ["done1", "done2", "here", "half"]
+    ids = ["done1", "done2", "here", "recorded", "half"]
     pack(bundle_paths(layout, ids, root=src), tmp_path / "out", root=src,
          info={"runs_dir": str(layout.runs)})
     into = tmp_path / "next"
-    (into / layout.runs / "here").mkdir(parents=True)
-    (into / layout.runs / "here" / "metrics.json").write_text('{"mine": 1}')
+    runs = into / layout.runs
+    (runs / "here").mkdir(parents=True)
+    (runs / "here" / "metrics.json").write_text('{"mine": 1}')
+    # complete here in its record only (Snakemake deleted its outputs to rerun its job)
+    (runs / "recorded" / "record").mkdir(parents=True)
+    (runs / "recorded" / "record" / "metrics.json").write_text('{"mine": 2}')
+    # an unfinished local copy whose spec is a hard link into its (incomplete) record:
+    # restoring replaces the file, never writes through the link
+    (runs / "done2" / "record").mkdir(parents=True)
+    (runs / "done2" / "record" / "spec.yaml").write_text("local: spec\n")
+    os.link(runs / "done2" / "record" / "spec.yaml", runs / "done2" / "spec.yaml")
     done = restore_runs(tmp_path / "out", into)
-    assert done == {"restored": ["done1", "done2"], "present": ["here"],
+    assert done == {"restored": ["done1", "done2"], "present": ["here", "recorded"],
                     "unfinished": ["half"]}
+    assert (runs / "done2" / "record" / "spec.yaml").read_text() == "local: spec\n"
+    assert not (runs / "recorded" / "metrics.json").exists()
     for rid in ("done1", "done2"):
         for name in ("spec.yaml", "history.csv", "first_layer.pt", "metrics.json"):
             rel = f"{layout.runs}/{rid}/{name}"
@@ -157,7 +168,7 @@ def test_restoring_runs_brings_completed_runs_not_complete_here(tmp_path):
                           "--into", str(tmp_path / "cli"), "--runs-only"],
                          env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert "restored 3 completed run(s)" in out.stdout and "1 unfinished" in out.stdout
+    assert "restored 4 completed run(s)" in out.stdout and "1 unfinished" in out.stdout
     (tmp_path / "out" / "results.tar.gz").write_bytes(b"not a tar")
     out = subprocess.run([sys.executable, "-m", "cifarlab", "unbundle", str(tmp_path / "out"),
                           "--into", str(tmp_path / "cli"), "--runs-only"],

@@ -87,6 +87,7 @@ def test_another_machine_resumes_from_the_bundle_and_trains_nothing_done(device)
     proc = device["study"](600, "resumed", work="work2", RESUME=str(base / "full"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "restored 11 completed run(s)" in proc.stdout
+    assert "study.sh: before training: 11 runs: 11 done" in proc.stdout
     manifest, names = _manifest(base / "resumed")
     assert manifest["runs_complete"] == manifest["runs_planned"] == 11
     assert "results/smoke/report/report.html" in names

@@ -1,6 +1,7 @@
 """Execution paths: the static-buffer (CUDA-graph) step, torch.compile, capture-safe layers."""
 
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -222,7 +223,11 @@ def test_a_failed_capture_trains_on_eagerly_and_says_why(data, monkeypatch, capl
     monkeypatch.setattr(runner, "_warm_step", runner._step)
 
     def refuse():
-        raise RuntimeError("operation not permitted when stream is capturing\nmore text")
+        # as on CUDA: the operation fails inside the capture, then leaving the capture fails
+        try:
+            raise RuntimeError("operation not permitted when stream is capturing\nmore text")
+        finally:
+            raise RuntimeError("operation failed due to a previous error during capture")
 
     monkeypatch.setattr(runner, "_capture", refuse)
     torch.manual_seed(7)
@@ -237,3 +242,44 @@ def test_a_failed_capture_trains_on_eagerly_and_says_why(data, monkeypatch, capl
                                     "capturing")
     assert runner.graph is None and runner.capture is False  # no second attempt
     assert "CUDA graph capture failed" in caplog.text and "training on without" in caplog.text
+
+
+def test_a_run_whose_capture_failed_records_it(tmp_path, data, monkeypatch):
+    # metrics.json says the steps ran without CUDA graphs, and why.
+    import cifarlab.train as train_mod
+    from cifarlab.engine import step_runner
+
+    def failing_runner(*args, **kwargs):
+        runner = step_runner(*args, **kwargs)
+        runner.graphs_failed = "RuntimeError: operation not permitted when stream is capturing"
+        return runner
+
+    monkeypatch.setattr(train_mod, "step_runner", failing_runner)
+    m = train_run(spec(epochs=1), data, tmp_path / "run", threads=1,
+                  execution=Execution(cuda_graphs=True))
+    assert m["cuda_graphs"] is False
+    assert m["cuda_graphs_failed"].endswith("not permitted when stream is capturing")
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["cuda_graphs_failed"]
+
+
+@CUDA
+def test_a_real_capture_failure_on_cuda_trains_on_eagerly(data, monkeypatch):
+    # A host sync inside the captured step (what a graph refuses), in a model with Dropout:
+    # the run goes on eagerly, its random numbers still drawn, and says why.
+    model, opt, x, y = _setup("mlp", data, "cuda", capturable=True, hidden=64, dropout=0.5)
+    runner = GraphSteps(model, opt, x, y, 20, "fp32")
+    step = runner._step
+
+    def syncing_step():
+        step()
+        if torch.cuda.is_current_stream_capturing():
+            runner.loss_sum.item()  # not allowed while capturing
+
+    monkeypatch.setattr(runner, "_step", syncing_step)
+    losses = [float(runner.epoch(torch.randperm(300, device="cuda"))[0]) / 15
+              for _ in range(4)]
+    assert runner.graph is None and runner.graphs_failed, runner.graphs_failed
+    assert "not permitted when stream is capturing" in runner.graphs_failed  # the cause
+    assert torch.cuda.current_stream() == torch.cuda.default_stream()  # restored
+    torch.rand(3, device="cuda")  # the generator left capture mode
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]

@@ -70,6 +70,22 @@ def test_first_layer_keeps_the_units_the_figure_draws(tmp_path, name, arch, unit
         run.load_first_layer(spec)
 
 
+def test_a_run_trained_before_first_layer_pt_is_made_portable(tmp_path):
+    run = RunDir(tmp_path / "r")
+    spec = {"model": "mlp", "arch": {"hidden": 8}}
+    run.write_spec(spec)
+    run.save_best(build_model("mlp", hidden=8).state_dict())
+    run.make_portable(spec)
+    assert not run.first_layer_path.exists()  # not complete: nothing to carry yet
+    run.write_history(_history(1))
+    run.write_metrics({"test_acc": 0.5})
+    run.make_portable(spec)
+    assert run.first_layer_path in run.portable_files()
+    torch.save({"something": torch.ones(1)}, run.first_layer_path)  # not ours
+    with pytest.raises(RunFileError, match=r"first_layer.pt is not a first-layer file"):
+        run.load_first_layer(spec)
+
+
 def test_a_model_without_a_first_layer_writes_none(tmp_path, monkeypatch):
     from cifarlab.models import MODELS
 

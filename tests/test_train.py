@@ -241,6 +241,8 @@ def test_a_run_brought_back_without_weights_is_complete(tmp_path, data, caplog):
         shutil.copy2(f, back.path / f.name)
     before = {f.name: f.read_bytes() for f in back.path.iterdir()}
     assert set(before) == {"spec.yaml", "history.csv", "first_layer.pt", "metrics.json"}
+    # restored over a half-trained copy of the run: its checkpoint is obsolete
+    back.checkpoint_path.write_bytes(b"an unfinished run's checkpoint")
     with caplog.at_level("INFO", logger="cifarlab.train"):
         assert train_run(s, None, back.path, threads=1) == m
     assert "(its results came without weights); not training it again" in caplog.text

@@ -93,6 +93,10 @@ if [ -n "${RESUME:-}" ]; then
   head -n 1 logs/device/resume.txt
   [ "$rc" -eq 0 ] || { cat logs/device/resume.txt >&2; echo "study.sh: RESUME=$RESUME" \
     "could not be restored (above); give an intact bundle or unset RESUME" >&2; exit 2; }
+  # How many of this plan's runs that makes complete (a bundle of another configuration
+  # or data file restores runs of other ids: then every run trains).
+  "$PY" -m cifarlab status "${configs[@]}" --config "${items[@]}" > logs/device/status.txt 2>&1
+  echo "study.sh: before training: $(grep -E '^[0-9]+ runs:' logs/device/status.txt || tail -n 1 logs/device/status.txt)"
 fi
 left=$(( BUDGET_S - ($(date +%s) - t0) - RESERVE_S ))
 [ "$left" -gt 0 ] || { echo "study.sh: no time left for snakemake (BUDGET_S=$BUDGET_S)" >&2; exit 2; }

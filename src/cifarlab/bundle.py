@@ -2,9 +2,9 @@
 
 A GPU machine lent for a session returns at most a few files of limited size (the device
 tool here: 8 files of 16 MiB). ``pack`` writes one gzipped tar of the profile's report,
-tables and figures, every run's spec, history and metrics (never the weights or
-checkpoints: 13 MB per full-size run), the training logs and any extra paths (a bench's
-results), split into numbered parts when it is larger than one file may be. ``unpack``
+tables and figures, every run's spec, history, metrics and first_layer.pt (never the
+weights or checkpoints: 13 MB per full-size run), the training logs and any extra paths
+(a bench's results), split into numbered parts when it is larger than one file may be. ``unpack``
 joins the parts and extracts them, refusing any member that would land outside the target
 folder. Paths inside the bundle are relative to the working directory the pipeline ran
 in, so unpacking into a checkout puts every file where the pipeline keeps it.
@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import tarfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from .layout import Layout
-from .rundir import RunDir
+from .rundir import RunDir, atomic_write
 
 __all__ = ["BundleError", "bundle_paths", "pack", "unpack", "read_manifest", "restore_runs",
            "MAX_FILES", "MAX_BYTES"]
@@ -43,9 +44,9 @@ def bundle_paths(layout: Layout, run_ids: Iterable[str], root: Path = Path("."),
                  extra: Sequence[str | Path] = ()) -> list[Path]:
     """The files a bundle of ``layout``'s profile holds, relative to ``root``: the report
     folder, tables and figures (per-run figures included), the portable files (spec,
-    history, metrics) and training logs of the runs ``run_ids`` that exist, the profile's
-    logs, and ``extra`` files or folders. Missing folders are skipped; a missing ``extra``
-    path is an error."""
+    history, first layer, metrics) and training logs of the runs ``run_ids`` that exist,
+    the profile's logs, and ``extra`` files or folders. Missing folders are skipped; a
+    missing ``extra`` path is an error."""
     paths: list[Path] = []
     for folder in (layout.report, layout.tables, layout.figures, layout.logs):
         paths += _files_under(root / folder)
@@ -177,12 +178,20 @@ def unpack(source: Path, into: Path = Path("."),
                                        or not target.is_relative_to(into)):
                 raise BundleError(f"{source} holds {m.name!r}, which is not a file inside "
                                   "the target folder; nothing was extracted")
-        # The checks above already keep every member inside ``into``; the "data" filter
-        # (Python >= 3.11.4) refuses links and special files a second time.
-        kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
         for m in members:
-            if m.name != MANIFEST and (select is None or select(m.name)):
-                tar.extract(m, into, **kwargs)
+            if m.name == MANIFEST or (select is not None and not select(m.name)):
+                continue
+            target = into / m.name
+            if m.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            # Whole files only, each replacing the old one (a temporary file renamed): a
+            # killed extraction leaves no truncated metrics.json that would count as a
+            # completed run, and a file that is a hard link into a run's record/ is
+            # replaced, not written through.
+            data = tar.extractfile(m).read()
+            atomic_write(target, lambda p, d=data: p.write_bytes(d))
+            os.utime(target, (m.mtime, m.mtime))
     return manifest
 
 
@@ -201,7 +210,11 @@ def restore_runs(source: Path, into: Path = Path(".")) -> dict[str, list[str]]:
             files.setdefault(rel.parent.name, set()).add(rel.name)
     marker = RunDir(runs_dir).metrics_path.name  # RunDir owns the file names
     finished = {rid for rid, names in files.items() if marker in names}
-    present = {rid for rid in finished if RunDir(Path(into) / runs_dir / rid).is_complete}
+    # Complete there, or recorded there (Snakemake deleted its outputs to rerun its job,
+    # which restores them from the record): the local run stands.
+    present = {rid for rid in finished
+               if (run := RunDir(Path(into) / runs_dir / rid)).is_complete
+               or run.record.is_complete}
     restore = finished - present
     # Within a run, metrics.json (the completion marker) comes last in the bundle.
     unpack(source, into, select=lambda name: Path(name).parent.parent == runs_dir

@@ -175,6 +175,8 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     config = _config_of(args)
     layout = Layout.from_config(config)
     plan = build_plan(config)
+    for rid, entry in plan.items():  # runs trained before first_layer.pt existed
+        RunDir(Path(layout.runs) / rid).make_portable(entry["spec"])
     paths = bundle_paths(layout, plan, extra=args.extra)
     done = sum(RunDir(Path(layout.runs) / rid).is_complete for rid in plan)
     info = {"profile": layout.profile, "runs_planned": len(plan), "runs_complete": done,
@@ -307,8 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
             ("status", "every planned run: done, running, missing or diverged, with its "
              "test accuracy and epochs done", cmd_status),
             ("bundle", "pack the profile's report, tables, figures, logs and its runs' "
-             "specs, histories and metrics (no weights) into a few size-capped files, to "
-             "bring back from a remote machine", cmd_bundle)):
+             "specs, histories, metrics and first-layer units (no weights) into a few "
+             "size-capped files, to bring back from a remote machine (and to resume from: "
+             "unbundle --runs-only)", cmd_bundle)):
         s = sub.add_parser(name, help=help_text, description=(
             f"{help_text}. Give the same --configfile and --config arguments as to "
             "snakemake (config/config.yaml is always read first, as the Snakefile does)."))

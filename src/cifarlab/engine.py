@@ -209,12 +209,27 @@ class GraphSteps:
         self.graph = graph
 
     def _try_capture(self) -> None:
+        cuda = self.x.device.type == "cuda"
+        if cuda:
+            dev = self.x.device.index if self.x.device.index is not None \
+                else torch.cuda.current_device()
+            stream = torch.cuda.current_stream(dev)
+            rng = torch.cuda.default_generators[dev]
+            seed, offset = rng.initial_seed(), rng.get_offset()
         try:
             self._capture()
         except RuntimeError as exc:  # torch's CUDA errors are RuntimeErrors
             self.graph, self.capture = None, False
-            first_line = (str(exc).strip().splitlines() or [""])[0]
-            self.graphs_failed = f"{type(exc).__name__}: {first_line}"[:300]
+            if cuda:
+                _recover_from_capture(stream, rng, seed, offset)
+            # An operation a graph refuses raises inside the capture; leaving the capture
+            # then fails too ("operation failed due to a previous error during capture")
+            # with the first error as its context: name that one, the cause.
+            cause: BaseException = exc
+            while isinstance(cause.__context__, RuntimeError):
+                cause = cause.__context__
+            first_line = (str(cause).strip().splitlines() or [""])[0]
+            self.graphs_failed = f"{type(cause).__name__}: {first_line}"[:300]
             log.warning("CUDA graph capture failed (%s); training on without CUDA graphs "
                         "(train.cuda_graphs: false avoids the attempt)", self.graphs_failed)
 
@@ -241,6 +256,21 @@ class GraphSteps:
             if on_step is not None:
                 on_step()
         return self.loss_sum.clone(), self.correct.clone()
+
+
+def _recover_from_capture(stream: torch.cuda.Stream, rng: torch.Generator, seed: int,
+                          offset: int) -> None:
+    """Undo what a failed ``torch.cuda.graph`` capture leaves behind, so the steps can run
+    eagerly: when leaving the capture fails, its stream stays the current one, and the
+    device's random generator stays in capture mode (any later random op then fails with
+    "Offset increment outside graph capture encountered unexpectedly"). The generator
+    gets a fresh state at the seed and offset it had before the capture, which consumed
+    no random numbers since it executed nothing."""
+    torch.cuda.set_stream(stream)
+    fresh = torch.Generator(device=stream.device)
+    fresh.manual_seed(seed)
+    fresh.set_offset(offset)
+    rng.graphsafe_set_state(fresh.graphsafe_get_state())
 
 
 def step_runner(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor,

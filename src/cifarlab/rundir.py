@@ -235,7 +235,6 @@ class RunDir:
         return [p for p in (self.spec_path, self.history_path, self.first_layer_path,
                             self.metrics_path) if p.exists()]
 
-
     @property
     def is_complete(self) -> bool:
         """True when metrics.json exists (it is written after every other file)."""
@@ -278,7 +277,9 @@ class RunDir:
         rec = self.record
         rec.path.mkdir(parents=True, exist_ok=True)
         rec.metrics_path.unlink(missing_ok=True)  # incomplete until metrics.json is back
-        for role in self._recorded_roles(self.path)[:-1]:
+        for role in self._recorded_roles(self.path):
+            if role == "metrics":  # written below, last
+                continue
             _link_or_copy(self.path / FILES[role], rec.path / FILES[role])
         rec.write_metrics(metrics)
         self.write_metrics(metrics)
@@ -387,8 +388,12 @@ class RunDir:
 
     def load_best(self, map_location: str | torch.device = "cpu") -> dict[str, Any]:
         """best.pt as a state dict (tensors only: nothing in the file is executed)."""
-        return self._load(self.best_path, map_location,
-                          "delete the run folder and rerun the pipeline to train it again")
+        fix = "delete the run folder and rerun the pipeline to train it again"
+        if self.is_complete and not self.best_path.exists():
+            fix = ("the run was brought back from another machine without its weights, which "
+                   f"stayed there; its results and first layer are here. To have the weights "
+                   f"here, {fix}")
+        return self._load(self.best_path, map_location, fix)
 
     def load_model(self, spec: dict | None = None) -> nn.Module:
         """The run's model built from its spec (default: spec.yaml) with best.pt's weights."""
@@ -417,6 +422,13 @@ class RunDir:
         atomic_write(self.first_layer_path, lambda p: torch.save(payload, p))
         return True
 
+    def make_portable(self, spec: dict | None = None) -> None:
+        """Give a completed run trained before first_layer.pt existed that file (from
+        best.pt), so it can travel without its weights."""
+        if self.is_complete and self.best_path.exists() and \
+                not self.first_layer_path.exists():
+            self.save_first_layer(spec)
+
     def load_first_layer(self, spec: dict | None = None) -> tuple[torch.Tensor, int]:
         """The first-layer units the figure draws, (units, 3, H, W) float32, and the layer's
         number of units: from first_layer.pt, or from best.pt for a run trained before
@@ -431,6 +443,11 @@ class RunDir:
                    if not self.best_path.exists() else
                    "delete it: it is drawn again from best.pt")
             payload = self._load(self.first_layer_path, "cpu", fix)
+            if not (isinstance(payload, dict) and isinstance(payload.get("weights"),
+                                                             torch.Tensor)
+                    and "units" in payload):
+                raise RunFileError(f"{self.first_layer_path} is not a first-layer file "
+                                   f"(weights and units); {fix}")
         return payload["weights"].float(), int(payload["units"])
 
     # ------------------------------------------------------------------ checkpoint

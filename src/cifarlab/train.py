@@ -407,6 +407,7 @@ def _claim(run: RunDir, spec: dict, force: bool, data: Splits | None) -> dict | 
         log.info("run %s is complete%s; not training it again (--force retrains)", run.name,
                  "" if run.best_path.exists() else " (its results came without weights)")
         run.write_record()
+        run.remove_checkpoint()  # of an unfinished run the completed one replaced
         return run.read_metrics()
     run.write_spec(spec)
     return None
