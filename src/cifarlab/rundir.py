@@ -408,17 +408,24 @@ class RunDir:
         return model
 
     # ------------------------------------------------------------------ first layer
-    def save_first_layer(self, spec: dict | None = None) -> bool:
-        """Write first_layer.pt from best.pt: the first ``shown_units`` units of the first
-        layer as float16 images (units, 3, H, W) and the layer's number of units. Returns
-        False, writing nothing, for a model that registers no first layer."""
+    def _first_layer_from_best(self, spec: dict | None) -> dict[str, Any] | None:
+        """first_layer.pt's content drawn from best.pt, through the model's registry entry;
+        None for a model that registers no first layer."""
         from .models import MODELS
 
         spec = spec if spec is not None else self.read_spec()
         entry = MODELS.get(spec["model"]) if spec else None
         if entry is None or entry.first_layer is None:
+            return None
+        return _first_layer_payload(entry.first_layer(self.load_model(spec)))
+
+    def save_first_layer(self, spec: dict | None = None) -> bool:
+        """Write first_layer.pt from best.pt: the first ``shown_units`` units of the first
+        layer as float16 images (units, 3, H, W) and the layer's number of units. Returns
+        False, writing nothing, for a model that registers no first layer."""
+        payload = self._first_layer_from_best(spec)
+        if payload is None:
             return False
-        payload = _first_layer_payload(entry.first_layer(self.load_model(spec)))
         atomic_write(self.first_layer_path, lambda p: torch.save(payload, p))
         return True
 
@@ -434,9 +441,10 @@ class RunDir:
         number of units: from first_layer.pt, or from best.pt for a run trained before
         first_layer.pt existed."""
         if not self.first_layer_path.exists() and self.best_path.exists():
-            from .models import first_layer_weights
-
-            payload = _first_layer_payload(first_layer_weights(self.load_model(spec)))
+            payload = self._first_layer_from_best(spec)
+            if payload is None:
+                raise RunFileError(f"run {self.name}'s model registers no first layer "
+                                   "(register_model(..., first_layer=...)) to draw")
         else:
             fix = ("delete the run folder and rerun the pipeline to train it again (its "
                    "first layer is drawn from best.pt or first_layer.pt, and it has neither)"
