@@ -152,7 +152,8 @@ def test_figures_draw_what_is_promised_with_the_declared_axis(study, monkeypatch
     monkeypatch.setattr(plots, "_save", save)
     names = {p.stem for p in written if p.suffix == ".png" and p.parent == out}
     assert {"weight_decay_mlp", "weight_decay_summary", "ablation_mlp", "ablation_cnn",
-            "first_layer_mlp", "first_layer_cnn", "curves_mlp", "curves_cnn"} <= names
+            "first_layer_mlp", "first_layer_cnn", "curves_mlp", "curves_cnn",
+            "findings_over_training"} <= names
     table = pd.read_csv(root / "tables/experiment_weight_decay.csv", dtype={"label": str})
     exp = experiments_from_config(CONFIG["experiments"])["weight_decay"]
     fig = plots.fig_sweep_summary(table, "t", exp.axis, exp.scale == "log")
@@ -169,11 +170,107 @@ def test_figures_draw_what_is_promised_with_the_declared_axis(study, monkeypatch
     assert titles["weight_decay_summary"].startswith("Weight decay: accuracy")
     assert "(all 2 filters," in titles["first_layer_cnn"]  # channels [2, 2]: not "first 64"
     assert "(all 4 units," in titles["first_layer_mlp"]  # hidden = 4
+    assert titles["findings_over_training"].startswith("The study's findings over training")
+    # The per-run figures drawn by two processes: the same files.
+    twice = plots.make_figures(root / "tables", root / "runs", root / "figures_2jobs", jobs=2)
+    assert sorted(p.relative_to(root / "figures_2jobs") for p in twice) == sorted(
+        p.relative_to(out) for p in written)
     # A promised figure that is not drawn is an error, never a silent gap.
     promised = plots.figure_names
     monkeypatch.setattr(plots, "figure_names", lambda *a: [*promised(*a), "never_drawn"])
     with pytest.raises(RuntimeError, match="never_drawn"):
         plots.make_figures(root / "tables", root / "runs", root / "figures2")
+
+
+def test_the_findings_figure_is_promised_only_where_an_experiment_measures_a_finding(study):
+    from cifarlab.pipeline import figure_names
+
+    assert "findings_over_training" in figure_names(study["plan"], CONFIG["experiments"])
+    config = copy.deepcopy(CONFIG)
+    del config["experiments"]["ablation"]  # only the weight-decay sweep: no finding
+    plan = build_plan(normalize_config(config))
+    assert "findings_over_training" not in figure_names(plan, config["experiments"])
+
+
+def _points(rows: list[tuple[str, str, int, str]]) -> pd.DataFrame:
+    """points.csv rows (experiment ablation, model mlp) from (label, run id, seed, val %)."""
+    return pd.DataFrame([{"experiment": "ablation", "model": "mlp", "label": label,
+                          "value": None, "seed": seed, "run_id": rid, "point_index": i,
+                          "val_acc": 50.0, "test_acc": 50.0}
+                         for i, (label, rid, seed) in enumerate(rows)])
+
+
+def _long(curves: dict[str, list[float]]) -> pd.DataFrame:
+    """history_long rows of validation accuracy (fractions) per run and epoch."""
+    return pd.DataFrame([{"run_id": rid, "seed": 0, "epoch": e + 1, "split": "val",
+                          "metric": "acc", "value": v}
+                         for rid, vals in curves.items() for e, v in enumerate(vals)])
+
+
+def test_effects_by_epoch_pair_seeds_on_the_best_validation_accuracy_so_far():
+    from cifarlab.aggregate import best_val_by_epoch, effects_by_epoch_table
+
+    curves = {"a0": [0.50, 0.40, 0.60], "b0": [0.45, 0.55, 0.50],
+              "a1": [0.52, 0.58], "b1": [0.50, 0.50, 0.50]}  # a1 stopped after epoch 2
+    best = best_val_by_epoch(_long(curves))
+    assert list(best.loc["a0"]) == pytest.approx([50.0, 50.0, 60.0])  # the drop is not kept
+    assert math.isnan(best.at["a1", 3])  # no epoch 3: not carried forward
+    points = _points([("full", "a0", 0), ("full", "a1", 1),
+                      ("no_bn", "b0", 0), ("no_bn", "b1", 1)])
+    exps = experiments_from_config({"ablation": {
+        "models": ["mlp"], "points": {"full": {}, "no_bn": {"arch": {"bn": False}}},
+        "effects": [["full", "no_bn"]]}})
+    t = effects_by_epoch_table(points, exps, _long(curves), n_val=1000).set_index("epoch")
+    assert set(t["a"]) == {"full"} and set(t["b"]) == {"no_bn"}
+    # epoch 1: 50 - 45 and 52 - 50; epoch 2: 50 - 55 and 58 - 50 (a t interval over seeds)
+    assert t.at[1, "difference"] == pytest.approx(3.5) and t.at[1, "n_seeds"] == 2
+    assert t.at[2, "difference"] == pytest.approx(1.5)
+    assert t.at[2, "interval"] == "t over seeds" and t.at[2, "low"] < 0 < t.at[2, "high"]
+    # epoch 3: only seed 0 has both sides: 60 - 55, binomial over the 1,000 val images
+    assert t.at[3, "n_seeds"] == 1 and t.at[3, "difference"] == pytest.approx(5.0)
+    se = math.sqrt((0.6 * 0.4 + 0.55 * 0.45) / 1000) * 100
+    assert t.at[3, "high"] - t.at[3, "low"] == pytest.approx(2 * 1.95996 * se, rel=1e-4)
+
+
+def test_findings_over_training_show_each_findings_effect_by_epoch(study):
+    v = _view(study)
+    by_epoch = v.tables.effect_by_epoch(("ablation", "mlp", "full", "no_bn"))
+    # The last epoch's best validation accuracy is the made-up test accuracy here, so the
+    # effect there is the test effect: 4.8 points.
+    assert list(by_epoch["epoch"]) == [1, 2]
+    assert by_epoch["difference"].iloc[-1] == pytest.approx(4.8)
+    text = reporting.findings_over_training(v)
+    assert text.startswith("## How the findings developed over training")
+    assert "figures/findings_over_training.png" in text
+    head = _table_row(text, "finding (study)")
+    assert head[1:3] == ["epoch 1", "epoch 2"]
+    bn = dict(zip(head, _table_row(text, "BatchNorm raises MLP test accuracy"), strict=True))
+    assert bn["epoch 2"].startswith("+4.80 [") and bn["status (on test)"] == "reproduced"
+    # Every history here is offset by the same amount at epoch 1, so nothing moved.
+    assert bn["change after epoch 1, the study's way"] == "0.00"
+    assert ("Of the 2 findings not reproduced on test, none moved the study's way after "
+            "epoch 1") in text
+
+
+def test_findings_over_training_are_left_out_for_tables_without_them(study):
+    import dataclasses
+
+    v = _view(study)
+    old = dataclasses.replace(v, tables=dataclasses.replace(v.tables,
+                                                            effects_by_epoch=pd.DataFrame()))
+    assert reporting.findings_over_training(old) == ""
+    assert "**3 of 8 findings reproduced.**" in reporting.findings(old)
+
+
+def test_figures_refuse_a_number_of_jobs_below_one(study, capsys):
+    from cifarlab.cli import main
+
+    root = study["root"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["figures", "--tables", str(root / "tables"), "--runs", str(root / "runs"),
+              "--out", str(root / "figures_0"), "--jobs", "0"])
+    assert exit_info.value.code == 2
+    assert "--jobs: expected a whole number >= 1, got '0'" in capsys.readouterr().err
 
 
 def test_report_header_names_the_training_machines_not_the_renderer(study):

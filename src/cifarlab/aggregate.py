@@ -6,6 +6,8 @@ Tables written to ``out``:
 * ``points.csv``      one row per grid point and seed (a shared run appears once per point)
 * ``experiment_<name>.csv``  per (model, point): n, mean, sd, 95% interval of the accuracies
 * ``effects.csv``     paired effects on test accuracy with intervals and verdicts
+* ``effects_by_epoch.csv``  the same effects after every epoch, on the validation accuracy
+  of the best epoch so far (how each effect developed over training)
 * ``published.csv``   the published numbers beside the reproduced intervals
 * ``history_long.csv`` / ``.parquet``  run, seed, epoch, split, metric, value
 * ``plan.json``       the plan the tables came from
@@ -112,10 +114,13 @@ def experiment_table(points: pd.DataFrame, name: str) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["model", "point_index"]).reset_index(drop=True)
 
 
-def _by_seed(points: pd.DataFrame, experiment: str, model: str, label: str) -> dict:
+def _by_seed(points: pd.DataFrame, experiment: str, model: str, label: str,
+             column: str = "test_acc") -> dict:
+    """seed -> the point's ``column`` (accuracies as fractions; ``run_id`` as is)."""
     g = points[(points["experiment"] == experiment) & (points["model"] == model)
                & (points["label"] == label)]
-    return dict(zip(g["seed"], g["test_acc"] / 100.0, strict=True))
+    values = g[column] / 100.0 if column in PCT else g[column]
+    return dict(zip(g["seed"], values, strict=True))
 
 
 def _effect_row(points: pd.DataFrame, experiment: str, model: str, e: EffectDef
@@ -144,9 +149,10 @@ EFFECT_COLUMNS = ("experiment", "model", "a", "b", "a_model", "b_model", "effect
                   "n_higher", "n_lower")
 
 
-def effects_table(points: pd.DataFrame, experiments: dict[str, Experiment]) -> pd.DataFrame:
-    """Every effect the experiments' kinds define, keyed by (experiment, model, a, b)."""
-    rows: list[dict | None] = []
+def _effect_defs(points: pd.DataFrame, experiments: dict[str, Experiment]
+                 ) -> list[tuple[str, str, EffectDef]]:
+    """(experiment, model, effect) for every effect the experiments' kinds define."""
+    out = []
     for name, exp in experiments.items():
         sub = points[points["experiment"] == name]
         if sub.empty:
@@ -154,8 +160,57 @@ def effects_table(points: pd.DataFrame, experiments: dict[str, Experiment]) -> p
         # Mean validation accuracy per (model, label): picks a sweep's "best" reference.
         val = {m: {str(k): v for k, v in g.groupby("label", sort=False)["val_acc"].mean().items()}
                for m, g in sub.sort_values("point_index").groupby("model")}
-        rows += [_effect_row(points, name, m, e) for m, e in exp.effect_defs(val)]
+        out += [(name, m, e) for m, e in exp.effect_defs(val)]
+    return out
+
+
+def effects_table(points: pd.DataFrame, experiments: dict[str, Experiment]) -> pd.DataFrame:
+    """Every effect the experiments' kinds define, keyed by (experiment, model, a, b)."""
+    rows = [_effect_row(points, name, m, e) for name, m, e in _effect_defs(points, experiments)]
     return pd.DataFrame([r for r in rows if r is not None], columns=list(EFFECT_COLUMNS))
+
+
+EFFECT_BY_EPOCH_COLUMNS = ("experiment", "model", "a", "b", "a_model", "b_model", "epoch",
+                           "metric", "n_seeds", "difference", "sd", "low", "high", "interval")
+
+
+def best_val_by_epoch(long: pd.DataFrame) -> pd.DataFrame:
+    """run id x epoch: the validation accuracy (%) of the best epoch so far, i.e. of the
+    checkpoint a run would have kept had it stopped after that epoch (NaN after a run's
+    last epoch)."""
+    val = long[(long["split"] == "val") & (long["metric"] == "acc")]
+    table = val.pivot_table(index="run_id", columns="epoch", values="value", aggfunc="first")
+    # cummax skips NaN but keeps it in place: a run that stopped early stays NaN after.
+    return table.sort_index(axis=1).astype(float).cummax(axis=1) * 100.0
+
+
+def effects_by_epoch_table(points: pd.DataFrame, experiments: dict[str, Experiment],
+                           long: pd.DataFrame, n_val: int) -> pd.DataFrame:
+    """Every effect of ``effects_table`` after every epoch, on the validation accuracy of the
+    best epoch so far, paired by seed as on test (one seed: the binomial interval over the
+    ``n_val`` validation images). How an effect developed over training: the verdicts stay
+    those on test, since validation chose the checkpoints."""
+    best = best_val_by_epoch(long)
+    rows = []
+    for name, model, e in _effect_defs(points, experiments):
+        sa = _by_seed(points, name, e.a_model or model, e.a, "run_id")
+        sb = _by_seed(points, name, e.b_model or model, e.b, "run_id")
+        seeds = [s for s in sorted(set(sa) & set(sb)) if sa[s] in best.index
+                 and sb[s] in best.index]
+        if not seeds:
+            continue
+        for epoch in best.columns:
+            a = [best.at[sa[s], epoch] / 100.0 for s in seeds]
+            b = [best.at[sb[s], epoch] / 100.0 for s in seeds]
+            iv = paired_effect(a, b, n_val)
+            if iv.n == 0:  # no seed has this epoch on both sides
+                continue
+            rows.append({"experiment": name, "model": model, "a": e.a, "b": e.b,
+                         "a_model": e.a_model or model, "b_model": e.b_model or model,
+                         "epoch": int(epoch), "metric": "best_val_acc_so_far",
+                         "n_seeds": iv.n, "difference": iv.mean * 100, "sd": iv.std * 100,
+                         "low": iv.low * 100, "high": iv.high * 100, "interval": iv.method})
+    return pd.DataFrame(rows, columns=list(EFFECT_BY_EPOCH_COLUMNS))
 
 
 def published_table(points: pd.DataFrame, runs: pd.DataFrame, effects: pd.DataFrame,
@@ -253,7 +308,11 @@ def aggregate(plan: dict | Path, runs_dir: Path, out: Path, profile: str = "",
     tables["effects"] = effects
     tables["published"] = published_table(points, runs, effects, profile)
     long = history_long(plan, runs_dir)
+    n_val = int(runs["n_val"].dropna().max()) if runs["n_val"].notna().any() else 0
+    by_epoch = effects_by_epoch_table(points, experiments_from_config(experiments), long,
+                                      n_val)
     _write_all(out, {
+        "effects_by_epoch.csv": lambda p: by_epoch.to_csv(p, index=False),
         **{f"{name}.csv": (lambda p, df=df: df.to_csv(p, index=False))
            for name, df in tables.items()},
         "history_long.csv": lambda p: long.to_csv(p, index=False),

@@ -43,6 +43,17 @@ def _load_spec(value: str) -> dict:
     return coerce_mapping(spec)
 
 
+def _positive_int(value: str) -> int:
+    """argparse type: a whole number >= 1, else an error that names the value."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
+    return n
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from .data import OFFICIAL_MD5, OFFICIAL_URL, prepare
     from .study import check_sizes, data_identity
@@ -218,7 +229,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 def cmd_figures(args: argparse.Namespace) -> int:
     from .plots import make_figures
 
-    made = make_figures(Path(args.tables), Path(args.runs), Path(args.out))
+    made = make_figures(Path(args.tables), Path(args.runs), Path(args.out), jobs=args.jobs)
     for p in made:
         print(p)
     return 0
@@ -354,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tables", required=True)
     s.add_argument("--runs", required=True)
     s.add_argument("--out", required=True)
+    s.add_argument("--jobs", type=_positive_int, default=1,
+                   help="processes drawing the per-run figures (default 1)")
     s.set_defaults(func=cmd_figures)
 
     s = sub.add_parser("report", help="execute the report notebook and render HTML/Markdown")

@@ -241,12 +241,20 @@ class FigureEntry:
     caption: str  # caption file in workflow/report/
 
 
+# The figure of how each of the study's findings developed over training (the report's
+# section of the same name).
+FINDINGS_FIGURE = "findings_over_training"
+
+
 def figure_entries(plan: dict, experiments: dict) -> list[FigureEntry]:
     """The figures `cifarlab figures` draws for this plan, with their report categories.
 
     Each experiment's kind names its figures; each model with a registered first layer
-    gets ``first_layer_<model>``; every run gets ``runs/<run id>`` (its learning curves).
+    gets ``first_layer_<model>``; a plan with an experiment that measures one of the
+    study's findings gets ``findings_over_training``; every run gets ``runs/<run id>``
+    (its learning curves).
     """
+    from . import published
     from .experiments import experiments_from_config
     from .models import MODELS
 
@@ -262,6 +270,8 @@ def figure_entries(plan: dict, experiments: dict) -> list[FigureEntry]:
                     for f in exp.figure_names()]
     out += [FigureEntry(f"first_layer_{m}", "First-layer weights", m.upper(), "first_layer.rst")
             for m in models if MODELS[m].first_layer is not None]
+    if used & published.finding_experiments():
+        out.append(FigureEntry(FINDINGS_FIGURE, "Findings", "Over training", "findings.rst"))
     out += [FigureEntry(f"runs/{rid}", "Runs", plan[rid]["spec"]["model"].upper(), "run.rst")
             for rid in sorted(plan)]
     return out

@@ -28,3 +28,8 @@ FINDINGS = [
 
 # Sweeps whose smallest value the study found worst on test accuracy (each model).
 SMALLEST_IS_WORST = ("batch_size",)
+
+
+def finding_experiments() -> set[str]:
+    """The experiments (by config name) that measure at least one of the study's findings."""
+    return {key[0] for _, key, _ in FINDINGS} | set(SMALLEST_IS_WORST)

@@ -11,24 +11,30 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
 import pandas as pd
 
+from . import published
 from .experiments import Experiment, experiments_from_config
-from .models import model_order
+from .models import display_name, model_order
 
-__all__ = ["StudyTables", "find_effect", "read_optional"]
+__all__ = ["StudyTables", "Finding", "find_effect", "read_optional"]
 
 
-def read_optional(path: Path) -> pd.DataFrame:
-    """A table that may legitimately be empty (e.g. no experiment defines an effect)."""
+def read_optional(path: Path, missing_ok: bool = False) -> pd.DataFrame:
+    """A table that may legitimately be empty (e.g. no experiment defines an effect), or,
+    with ``missing_ok``, absent (a table added after older tables were aggregated)."""
     try:
         return pd.read_csv(path)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
+    except FileNotFoundError:
+        if missing_ok:
+            return pd.DataFrame()
+        raise
 
 
 def find_effect(effects: pd.DataFrame, key: tuple[str, str, str, str]) -> pd.Series | None:
@@ -39,6 +45,23 @@ def find_effect(effects: pd.DataFrame, key: tuple[str, str, str, str]) -> pd.Ser
     m = effects[(effects["experiment"] == exp) & (effects["model"] == model)
                 & (effects["a"].astype(str) == a) & (effects["b"].astype(str) == b)]
     return None if m.empty else m.iloc[0]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One of the study's findings as this run measured it.
+
+    ``key`` is the effect id (experiment, model, a, b) of ``effect``, the effects.csv row;
+    ``expect`` the study's direction of a - b ("better" or "worse"); ``reproduced`` whether
+    the run's verdict (and, for "the smallest value is the worst", its worst point) agrees.
+    """
+
+    name: str
+    key: tuple[str, str, str, str]
+    expect: str
+    effect: pd.Series
+    reproduced: bool
+    versus: str = ""  # what a sweep's smallest value was compared with, e.g. "vs 100"
 
 
 @dataclass(frozen=True)
@@ -54,6 +77,7 @@ class StudyTables:
     experiment_tables: Mapping[str, pd.DataFrame]
     experiments_config: Mapping[str, dict]
     experiments: Mapping[str, Experiment]
+    effects_by_epoch: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @classmethod
     def load(cls, root: str | Path) -> StudyTables:
@@ -73,6 +97,7 @@ class StudyTables:
             experiment_tables=MappingProxyType(experiment_tables),
             experiments_config=MappingProxyType(config),
             experiments=MappingProxyType(experiments_from_config(config)),
+            effects_by_epoch=read_optional(root / "effects_by_epoch.csv", missing_ok=True),
         )
 
     @property
@@ -137,3 +162,49 @@ class StudyTables:
         sub = p[(p["experiment"] == experiment) & (p["model"] == model)]
         return [(label, list(g["run_id"]), g.iloc[0].to_dict())
                 for label, g in sub.sort_values("point_index").groupby("label", sort=False)]
+
+    def sweep_extremes(self, name: str, model: str) -> tuple[pd.Series, pd.Series, pd.Series]:
+        """(smallest value, worst, best) rows of a numeric sweep's table for ``model``, by
+        mean test accuracy."""
+        t = self.experiment_table(name)
+        t = t[t["model"] == model]
+        return (t.loc[pd.to_numeric(t["value"]).idxmin()],
+                t.loc[t["test_acc_mean"].idxmin()], t.loc[t["test_acc_mean"].idxmax()])
+
+    def findings(self) -> list[Finding]:
+        """The study's findings this run measured, in the study's order: each of
+        ``published.FINDINGS`` with an effect here, then "the smallest value is the worst"
+        of each ``published.SMALLEST_IS_WORST`` sweep, per model."""
+        out = []
+        for name, key, expect in published.FINDINGS:
+            e = self.effect(key)
+            if e is not None:
+                out.append(Finding(name, key, expect, e, e["verdict"] == expect))
+        for sweep in published.SMALLEST_IS_WORST:
+            exp = self.experiments.get(sweep)
+            if exp is None or sweep not in self.experiment_tables:
+                continue
+            eff = self.effects_of(sweep)
+            for m in self.models_of(sweep):
+                smallest, worst, _best = self.sweep_extremes(sweep, m)
+                row = eff[(eff["model"] == m) & (eff["a"].astype(str) == str(smallest["label"]))]
+                if row.empty:
+                    continue
+                r = row.iloc[0]
+                out.append(Finding(
+                    f"{exp.axis} {smallest['label']} is the worst ({display_name(m)})",
+                    (sweep, m, str(r["a"]), str(r["b"])), "worse", r,
+                    worst["label"] == smallest["label"] and r["verdict"] == "worse",
+                    versus=f"vs {r['b']}"))
+        return out
+
+    def effect_by_epoch(self, key: tuple[str, str, str, str]) -> pd.DataFrame:
+        """The effect of id ``key`` after each epoch (effects_by_epoch.csv), by epoch; empty
+        when it was not measured or the tables predate that table."""
+        e = self.effects_by_epoch
+        if e.empty:
+            return e
+        exp, model, a, b = key
+        m = e[(e["experiment"] == exp) & (e["model"] == model)
+              & (e["a"].astype(str) == a) & (e["b"].astype(str) == b)]
+        return m.sort_values("epoch").reset_index(drop=True)

@@ -18,6 +18,7 @@ rule aggregate:
         effects=report(
             f"{TABLES}/effects.csv", caption="../report/effects.rst", category="Tables"
         ),
+        effects_by_epoch=f"{TABLES}/effects_by_epoch.csv",
         points=f"{TABLES}/points.csv",
         experiments=expand(
             f"{TABLES}/experiment_{{name}}.csv", name=list(config["experiments"])

@@ -26,10 +26,13 @@ rule figures:
     localrule: True
     conda:
         "../envs/cifarlab.yaml"
+    # The per-run figures are drawn in parallel (nothing else runs while this rule does);
+    # Snakemake gives a job at most the --cores (--local-cores on a cluster) there are.
+    threads: 4
     params:
         tables=lambda w, input: os.path.dirname(input.runs),
         runs=lambda w, input: os.path.dirname(os.path.dirname(input.histories[0])),
         out=lambda w, output: os.path.dirname(output.png[0]),
     shell:
         f"bash {LOGGED} {{log}} python -m cifarlab figures --tables {{params.tables}} "
-        "--runs {params.runs} --out {params.out}"
+        "--runs {params.runs} --out {params.out} --jobs {threads}"

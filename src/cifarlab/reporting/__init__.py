@@ -18,6 +18,7 @@ from .sections import (
     failures,
     figures_of_features,
     findings,
+    findings_over_training,
     header,
     hyperparameters,
     loss_gap,
@@ -31,9 +32,9 @@ from .view import EXPERIMENT_SECTIONS, ReportView, experiment_section
 SECTIONS = EXPERIMENT_SECTIONS
 
 # The report's sections in order; the notebook renders each in its own cell.
-REPORT = (header, findings, failures, data_section, hyperparameters, curves, accuracy,
-          model_contrast, experiment_sections, loss_gap, training_flag, figures_of_features,
-          reproduction, effects_section, runs_section)
+REPORT = (header, findings, findings_over_training, failures, data_section, hyperparameters,
+          curves, accuracy, model_contrast, experiment_sections, loss_gap, training_flag,
+          figures_of_features, reproduction, effects_section, runs_section)
 
 __all__ = ["ReportView", "REPORT", "SECTIONS", "EXPERIMENT_SECTIONS", "experiment_section",
            "render_report", "md_table", *(f.__name__ for f in REPORT)]

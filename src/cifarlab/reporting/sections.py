@@ -17,13 +17,14 @@ from scipy.stats import t as t_dist
 from .. import published
 from ..experiments import Experiment
 from ..models import MODELS, build_model, display_name
+from ..pipeline import FINDINGS_FIGURE
 from ..rundir import RunDir
 from ..stats import accuracy_interval, effect_se, margin_in_se
 from .format import ci, compact, first_layer_caption, md_table, num, readable_title
 from .view import EXPERIMENT_SECTIONS, ReportView, experiment_section
 
-__all__ = ["header", "findings", "study_findings_total", "failures", "data_section",
-           "hyperparameters", "curves",
+__all__ = ["header", "findings", "findings_over_training", "study_findings_total", "failures",
+           "data_section", "hyperparameters", "curves",
            "accuracy", "model_contrast", "experiment_sections", "loss_gap", "training_flag",
            "figures_of_features", "reproduction", "effects_section", "runs_section",
            "effect_sentence", "experiment_view", "smallest_worst_best"]
@@ -63,10 +64,7 @@ def experiment_view(v: ReportView, name: str) -> pd.DataFrame:
 def smallest_worst_best(v: ReportView, exp: Experiment, model: str
                         ) -> tuple[pd.Series, pd.Series, pd.Series]:
     """(smallest value, worst, best) rows of a numeric sweep, by mean test accuracy."""
-    t = v.tables.experiment_table(exp.name)
-    t = t[t["model"] == model]
-    return (t.loc[pd.to_numeric(t["value"]).idxmin()],
-            t.loc[t["test_acc_mean"].idxmin()], t.loc[t["test_acc_mean"].idxmax()])
+    return v.tables.sweep_extremes(exp.name, model)
 
 
 def _effect_sentences(v: ReportView, exp: Experiment) -> list[str]:
@@ -470,40 +468,17 @@ def _of(agreement: tuple[int, int] | None) -> str:
 def findings(v: ReportView) -> str:
     """The study's findings, each with its numbers, its interval's distance from zero and
     a verdict from the intervals; headed by how many of the study's findings reproduce."""
-    rows, used, agree = [], [], []
-    for finding, key, expect in published.FINDINGS:
-        e = v.tables.effect(key)
-        if e is None:
-            continue
-        got = e["verdict"]
-        used.append(e)
-        agree.append(_seeds_agreeing(e, expect))
-        rows.append({"finding (study)": finding, "measured (points)": e["difference"],
-                     "95% CI": ci(e["low"], e["high"]), "margin (SE)": _margin(e),
-                     "seeds the study's way": _of(agree[-1]),
-                     "verdict": got,
-                     "status": "reproduced" if got == expect else "not reproduced"})
-    for name in published.SMALLEST_IS_WORST:
-        exp = v.tables.experiments.get(name)
-        if exp is None or name not in v.tables.experiment_tables:
-            continue
-        eff = v.tables.effects_of(name)
-        for m in v.tables.models_of(name):
-            smallest, worst, _best = smallest_worst_best(v, exp, m)
-            row = eff[(eff["model"] == m) & (eff["a"].astype(str) == str(smallest["label"]))]
-            if row.empty:
-                continue
-            r = row.iloc[0]
-            used.append(r)
-            agree.append(_seeds_agreeing(r, "worse"))
-            rows.append({"finding (study)": f"{exp.axis} {smallest['label']} is the worst "
-                         f"({display_name(m)})", "measured (points)": r["difference"],
-                         "95% CI": ci(r["low"], r["high"]) + f" vs {r['b']}",
-                         "margin (SE)": _margin(r),
-                         "seeds the study's way": _of(agree[-1]),
-                         "verdict": r["verdict"],
-                         "status": "reproduced" if worst["label"] == smallest["label"]
-                         and r["verdict"] == "worse" else "not reproduced"})
+    measured = v.tables.findings()
+    rows, used = [], [f.effect for f in measured]
+    agree = [_seeds_agreeing(f.effect, f.expect) for f in measured]
+    for f, agreement in zip(measured, agree, strict=True):
+        e = f.effect
+        rows.append({"finding (study)": f.name, "measured (points)": e["difference"],
+                     "95% CI": ci(e["low"], e["high"]) + (f" {f.versus}" if f.versus else ""),
+                     "margin (SE)": _margin(e),
+                     "seeds the study's way": _of(agreement),
+                     "verdict": e["verdict"],
+                     "status": "reproduced" if f.reproduced else "not reproduced"})
     if not rows:
         return ""
     df = pd.DataFrame(rows)
@@ -537,6 +512,73 @@ def findings(v: ReportView) -> str:
             "different seeds could flip. *Seeds the study's way*: of the seeds both sides "
             "ran, how many show a paired difference in the study's direction."
             + _bn_diagnostic(v))
+
+
+def _epochs_shown(last: int) -> list[int]:
+    """The epochs the table shows: about a quarter, half, three quarters and the end."""
+    return sorted({max(1, math.ceil(last * q / 4)) for q in (1, 2, 3, 4)})
+
+
+def _toward_study(difference: float, expect: str) -> float:
+    """``difference`` signed so that positive is the study's direction."""
+    return difference if expect == "better" else -difference
+
+
+def findings_over_training(v: ReportView) -> str:
+    """Each finding's effect after every epoch (effects_by_epoch.csv: on the validation
+    accuracy of the best epoch so far): the direction each effect took as training went
+    on, which is the evidence a finding that is not reproduced has or lacks."""
+    measured = [(f, v.tables.effect_by_epoch(f.key)) for f in v.tables.findings()]
+    measured = [(f, t) for f, t in measured if not t.empty]
+    if not measured:
+        return ""
+    last = int(max(t["epoch"].max() for _, t in measured))
+    shown = _epochs_shown(last)
+    mid = shown[len(shown) // 2 - 1] if len(shown) > 1 else shown[0]
+    rows, moved = [], []
+    for f, t in measured:
+        at = t.set_index("epoch")
+        row = {"finding (study)": f.name}
+        for e in shown:
+            row[f"epoch {e}"] = (f"{num(at.at[e, 'difference'], sign=True)} "
+                                 f"[{num(at.at[e, 'low'])}, {num(at.at[e, 'high'])}]"
+                                 if e in at.index and not pd.isna(at.at[e, "low"])
+                                 else num(at.at[e, "difference"], sign=True)
+                                 if e in at.index else "")
+        end = int(at.index.max())
+        change = (_toward_study(at.at[end, "difference"] - at.at[mid, "difference"], f.expect)
+                  if mid in at.index and end > mid else math.nan)
+        row[f"change after epoch {mid}, the study's way"] = num(change, sign=True)
+        row["status (on test)"] = "reproduced" if f.reproduced else "not reproduced"
+        rows.append(row)
+        if not f.reproduced and not math.isnan(change):
+            moved.append((f.name, change))
+    # As printed: a change that rounds to 0.00 moved no way.
+    toward = [f"{name} ({num(c, sign=True)})" for name, c in moved if round(c, 2) > 0]
+    other = [f"{name} ({num(c, sign=True)})" for name, c in moved if round(c, 2) <= 0]
+    summary = ""
+    if moved:
+        summary = (f"\n\nOf the {len(moved)} findings not reproduced on test, "
+                   + (f"{len(toward)} moved the study's way after epoch {mid} (mean change "
+                      "in points): " + "; ".join(toward) if toward else
+                      f"none moved the study's way after epoch {mid}")
+                   + ("; " + ("the others" if toward else "mean changes") + ": "
+                      + "; ".join(other) if other else "")
+                   + ". A mean change is not a verdict: it says where longer training "
+                   "might lead, which only a longer run can show.")
+    return ("## How the findings developed over training\n\n"
+            "Each finding's paired effect (points, a - b as in the table above) after every "
+            "epoch, on the validation accuracy of the best epoch so far: the checkpoint a "
+            "run would have kept had it stopped there. Validation images chose those "
+            "checkpoints, so these numbers show the direction an effect took as training "
+            "went on; the verdicts above are on test. Brackets: 95% interval over seeds "
+            "(with one seed, the binomial interval over the validation images). *Change*: "
+            f"the mean effect at epoch {last} minus at epoch {mid}, signed so that positive "
+            "is the study's direction.\n\n"
+            + v.figure(FINDINGS_FIGURE, "Each finding's effect on the best validation "
+                       "accuracy so far, by epoch: mean over seeds and 95% interval; the "
+                       "shaded side of zero is the study's direction")
+            + "\n" + md_table(pd.DataFrame(rows)) + summary)
 
 
 def _bn_diagnostic(v: ReportView) -> str:
