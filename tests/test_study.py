@@ -119,11 +119,11 @@ def test_profiles_keep_the_grid(profile):
     if profile == "config/quick.yaml":  # the study's 29 distinct runs for the first seed
         first = cfg["seeds"][0]
         assert sum(e["spec"]["seed"] == first for e in plan.values()) == 29
-        # every finding's grid runs every seed
+        # every finding's grid runs every seed, and at least 3 (a t interval over seeds)
         for name in ("ablation", "batch_size", "dropout2d"):
             seeds = {m["seed"] for e in plan.values() for m in e["members"]
                      if m["experiment"] == name}
-            assert seeds == set(cfg["seeds"]), (name, seeds)
+            assert set(cfg["seeds"]) <= seeds and len(seeds) >= 3, (name, seeds)
 
 
 def test_schema_accepts_default_and_rejects_wrong_types():
