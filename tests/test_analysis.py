@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 
 import pandas as pd
 import pytest
@@ -214,7 +215,8 @@ def test_effects_by_epoch_pair_seeds_on_the_best_validation_accuracy_so_far():
               "a1": [0.52, 0.58], "b1": [0.50, 0.50, 0.50]}  # a1 stopped after epoch 2
     best = best_val_by_epoch(_long(curves))
     assert list(best.loc["a0"]) == pytest.approx([50.0, 50.0, 60.0])  # the drop is not kept
-    assert math.isnan(best.at["a1", 3])  # no epoch 3: not carried forward
+    # a run that stopped keeps its checkpoint: epoch 3 pairs the same seeds as epoch 2
+    assert list(best.loc["a1"]) == pytest.approx([52.0, 58.0, 58.0])
     points = _points([("full", "a0", 0), ("full", "a1", 1),
                       ("no_bn", "b0", 0), ("no_bn", "b1", 1)])
     exps = experiments_from_config({"ablation": {
@@ -222,14 +224,16 @@ def test_effects_by_epoch_pair_seeds_on_the_best_validation_accuracy_so_far():
         "effects": [["full", "no_bn"]]}})
     t = effects_by_epoch_table(points, exps, _long(curves), n_val=1000).set_index("epoch")
     assert set(t["a"]) == {"full"} and set(t["b"]) == {"no_bn"}
-    # epoch 1: 50 - 45 and 52 - 50; epoch 2: 50 - 55 and 58 - 50 (a t interval over seeds)
-    assert t.at[1, "difference"] == pytest.approx(3.5) and t.at[1, "n_seeds"] == 2
-    assert t.at[2, "difference"] == pytest.approx(1.5)
+    assert set(t["metric"]) == {"best_val_acc_so_far"} and set(t["n_seeds"]) == {2}
+    # epoch 1: 50 - 45 and 52 - 50; epoch 2: 50 - 55 and 58 - 50; epoch 3: 60 - 55, 58 - 50
+    assert list(t["difference"]) == pytest.approx([3.5, 1.5, 6.5])
     assert t.at[2, "interval"] == "t over seeds" and t.at[2, "low"] < 0 < t.at[2, "high"]
-    # epoch 3: only seed 0 has both sides: 60 - 55, binomial over the 1,000 val images
-    assert t.at[3, "n_seeds"] == 1 and t.at[3, "difference"] == pytest.approx(5.0)
+    # one seed: the binomial interval over the 1,000 validation images
+    one = effects_by_epoch_table(points[points["seed"] == 0], exps, _long(curves),
+                                 n_val=1000).set_index("epoch")
+    assert one.at[3, "n_seeds"] == 1 and one.at[3, "difference"] == pytest.approx(5.0)
     se = math.sqrt((0.6 * 0.4 + 0.55 * 0.45) / 1000) * 100
-    assert t.at[3, "high"] - t.at[3, "low"] == pytest.approx(2 * 1.95996 * se, rel=1e-4)
+    assert one.at[3, "high"] - one.at[3, "low"] == pytest.approx(2 * 1.95996 * se, rel=1e-4)
 
 
 def test_findings_over_training_show_each_findings_effect_by_epoch(study):
@@ -260,6 +264,13 @@ def test_findings_over_training_are_left_out_for_tables_without_them(study):
                                                             effects_by_epoch=pd.DataFrame()))
     assert reporting.findings_over_training(old) == ""
     assert "**3 of 8 findings reproduced.**" in reporting.findings(old)
+    # The figure cannot be drawn from such tables: the error says how to make them.
+    root = study["root"]
+    stale = root / "tables_before_effects_by_epoch"
+    shutil.copytree(root / "tables", stale)
+    (stale / "effects_by_epoch.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="aggregate the runs again"):
+        plots.make_figures(stale, root / "runs", root / "figures_stale")
 
 
 def test_figures_refuse_a_number_of_jobs_below_one(study, capsys):

@@ -176,12 +176,13 @@ EFFECT_BY_EPOCH_COLUMNS = ("experiment", "model", "a", "b", "a_model", "b_model"
 
 def best_val_by_epoch(long: pd.DataFrame) -> pd.DataFrame:
     """run id x epoch: the validation accuracy (%) of the best epoch so far, i.e. of the
-    checkpoint a run would have kept had it stopped after that epoch (NaN after a run's
-    last epoch)."""
+    checkpoint a run would have kept had it stopped after that epoch. After a run's last
+    epoch (it diverged, or trains fewer epochs than others) it is the checkpoint the run
+    kept, as in effects.csv, so every epoch pairs the same seeds."""
     val = long[(long["split"] == "val") & (long["metric"] == "acc")]
     table = val.pivot_table(index="run_id", columns="epoch", values="value", aggfunc="first")
-    # cummax skips NaN but keeps it in place: a run that stopped early stays NaN after.
-    return table.sort_index(axis=1).astype(float).cummax(axis=1) * 100.0
+    # cummax skips NaN but leaves it in place; ffill carries the kept checkpoint forward.
+    return table.sort_index(axis=1).astype(float).cummax(axis=1).ffill(axis=1) * 100.0
 
 
 def effects_by_epoch_table(points: pd.DataFrame, experiments: dict[str, Experiment],

@@ -11,6 +11,7 @@ import concurrent.futures
 import logging
 import math
 import multiprocessing
+import sys
 import textwrap
 from pathlib import Path
 
@@ -262,11 +263,12 @@ def _run_figures(runs_dir: Path, rids: list[str], out: Path, jobs: int) -> list[
     """Each run's learning-curve figure, drawn by ``jobs`` processes: one figure per run is
     most of the figures (134 files for the quick profile's 67 runs, ~0.35 s each on one
     core), and nothing else runs while the figures rule does."""
-    jobs = max(1, min(jobs, len(rids)))
+    # Forked workers inherit the imported modules (no second `import torch`); only on
+    # Linux: macOS forbids forking a process that has loaded some of its frameworks.
+    jobs = max(1, min(jobs, len(rids))) if sys.platform == "linux" else 1
     if jobs == 1:
         return _draw_runs(runs_dir, rids, out)
     chunks = [rids[i::jobs] for i in range(jobs)]
-    # fork: the workers inherit the imported modules (no second `import torch`).
     ctx = multiprocessing.get_context("fork")
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
         parts = pool.map(_draw_runs, [runs_dir] * jobs, chunks, [out] * jobs)
@@ -279,8 +281,14 @@ def make_figures(tables: Path, runs_dir: Path, out: Path, jobs: int = 1) -> list
     t = StudyTables.load(tables)
     runs, points = t.runs, t.points
     h = Histories(runs_dir)
-    written: list[Path] = []
     expected = figure_names(dict(t.plan), dict(t.experiments_config))
+    if FINDINGS_FIGURE in expected and not (Path(tables) / "effects_by_epoch.csv").exists():
+        raise FileNotFoundError(
+            f"{Path(tables) / 'effects_by_epoch.csv'} is missing: these tables predate it; "
+            "aggregate the runs again (`cifarlab aggregate`, or snakemake, which does)")
+    # The per-run figures first, in worker processes forked before this process has run
+    # any torch code (the first-layer figures below do).
+    written = _run_figures(runs_dir, sorted(t.plan), out, jobs)
     models = t.models
 
     def baseline(model: str) -> list[str]:
@@ -344,7 +352,6 @@ def make_figures(tables: Path, runs_dir: Path, out: Path, jobs: int = 1) -> list
         panels = [(f, t.effect_by_epoch(f.key)) for f in t.findings()]
         written += _save(fig_findings_over_training([(f, e) for f, e in panels if not e.empty]),
                          out, FINDINGS_FIGURE)
-    written += _run_figures(runs_dir, sorted(t.plan), out, jobs)
 
     missing = [n for n in expected if not (out / f"{n}.png").exists()]
     if missing:

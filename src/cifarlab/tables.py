@@ -47,7 +47,7 @@ def find_effect(effects: pd.DataFrame, key: tuple[str, str, str, str]) -> pd.Ser
     return None if m.empty else m.iloc[0]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # it holds a pd.Series: no elementwise ==, no hash
 class Finding:
     """One of the study's findings as this run measured it.
 

@@ -1,7 +1,7 @@
 # Every figure of the study, drawn from the tables and the runs' histories and first-layer
 # units (first_layer.pt, written before a run's metrics.json: no weights are read).
 # Snakemake's report files each under its category (learning curves, one per experiment,
-# first-layer weights) and the per-run curves under "Runs".
+# first-layer weights, the findings over training) and the per-run curves under "Runs".
 
 
 rule figures:

@@ -519,6 +519,17 @@ def _epochs_shown(last: int) -> list[int]:
     return sorted({max(1, math.ceil(last * q / 4)) for q in (1, 2, 3, 4)})
 
 
+def _effect_cell(at: pd.DataFrame, epoch: int) -> str:
+    """The effect at ``epoch`` of an effects_by_epoch table indexed by epoch, with its
+    interval in brackets ("" when that epoch has no pair of runs)."""
+    if epoch not in at.index:
+        return ""
+    text = num(at.at[epoch, "difference"], sign=True)
+    if pd.isna(at.at[epoch, "low"]):
+        return text
+    return f"{text} [{num(at.at[epoch, 'low'])}, {num(at.at[epoch, 'high'])}]"
+
+
 def _toward_study(difference: float, expect: str) -> float:
     """``difference`` signed so that positive is the study's direction."""
     return difference if expect == "better" else -difference
@@ -540,14 +551,10 @@ def findings_over_training(v: ReportView) -> str:
         at = t.set_index("epoch")
         row = {"finding (study)": f.name}
         for e in shown:
-            row[f"epoch {e}"] = (f"{num(at.at[e, 'difference'], sign=True)} "
-                                 f"[{num(at.at[e, 'low'])}, {num(at.at[e, 'high'])}]"
-                                 if e in at.index and not pd.isna(at.at[e, "low"])
-                                 else num(at.at[e, "difference"], sign=True)
-                                 if e in at.index else "")
-        end = int(at.index.max())
-        change = (_toward_study(at.at[end, "difference"] - at.at[mid, "difference"], f.expect)
-                  if mid in at.index and end > mid else math.nan)
+            row[f"epoch {e}"] = _effect_cell(at, e)
+        change = (_toward_study(at.at[last, "difference"] - at.at[mid, "difference"],
+                                f.expect)
+                  if mid in at.index and last in at.index and last > mid else math.nan)
         row[f"change after epoch {mid}, the study's way"] = num(change, sign=True)
         row["status (on test)"] = "reproduced" if f.reproduced else "not reproduced"
         rows.append(row)
