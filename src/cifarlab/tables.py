@@ -37,13 +37,19 @@ def read_optional(path: Path, missing_ok: bool = False) -> pd.DataFrame:
         raise
 
 
+def _effect_rows(table: pd.DataFrame, key: tuple[str, str, str, str]) -> pd.DataFrame:
+    """The rows of an effects table (effects.csv, effects_by_epoch.csv) with effect id
+    (experiment, model, a, b)."""
+    if table.empty:
+        return table
+    exp, model, a, b = key
+    return table[(table["experiment"] == exp) & (table["model"] == model)
+                 & (table["a"].astype(str) == a) & (table["b"].astype(str) == b)]
+
+
 def find_effect(effects: pd.DataFrame, key: tuple[str, str, str, str]) -> pd.Series | None:
     """The effects row of id (experiment, model, a, b), or None when it was not measured."""
-    if effects.empty:
-        return None
-    exp, model, a, b = key
-    m = effects[(effects["experiment"] == exp) & (effects["model"] == model)
-                & (effects["a"].astype(str) == a) & (effects["b"].astype(str) == b)]
+    m = _effect_rows(effects, key)
     return None if m.empty else m.iloc[0]
 
 
@@ -201,10 +207,5 @@ class StudyTables:
     def effect_by_epoch(self, key: tuple[str, str, str, str]) -> pd.DataFrame:
         """The effect of id ``key`` after each epoch (effects_by_epoch.csv), by epoch; empty
         when it was not measured or the tables predate that table."""
-        e = self.effects_by_epoch
-        if e.empty:
-            return e
-        exp, model, a, b = key
-        m = e[(e["experiment"] == exp) & (e["model"] == model)
-              & (e["a"].astype(str) == a) & (e["b"].astype(str) == b)]
-        return m.sort_values("epoch").reset_index(drop=True)
+        m = _effect_rows(self.effects_by_epoch, key)
+        return m if m.empty else m.sort_values("epoch").reset_index(drop=True)

@@ -565,14 +565,18 @@ def findings_over_training(v: ReportView) -> str:
     other = [f"{name} ({num(c, sign=True)})" for name, c in moved if round(c, 2) <= 0]
     summary = ""
     if moved:
+        if toward:
+            parts = [f"{len(toward)} moved the study's way after epoch {mid} (mean change "
+                     "in points): " + "; ".join(toward)]
+            others = "the others"
+        else:
+            parts = [f"none moved the study's way after epoch {mid}"]
+            others = "mean changes"
+        if other:
+            parts.append(f"{others}: " + "; ".join(other))
         summary = (f"\n\nOf the {len(moved)} findings not reproduced on test, "
-                   + (f"{len(toward)} moved the study's way after epoch {mid} (mean change "
-                      "in points): " + "; ".join(toward) if toward else
-                      f"none moved the study's way after epoch {mid}")
-                   + ("; " + ("the others" if toward else "mean changes") + ": "
-                      + "; ".join(other) if other else "")
-                   + ". A mean change is not a verdict: it says where longer training "
-                   "might lead, which only a longer run can show.")
+                   + "; ".join(parts) + ". A mean change is not a verdict: it says where "
+                   "longer training might lead, which only a longer run can show.")
     return ("## How the findings developed over training\n\n"
             "Each finding's paired effect (points, a - b as in the table above) after every "
             "epoch, on the validation accuracy of the best epoch so far: the checkpoint a "
