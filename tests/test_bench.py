@@ -139,8 +139,13 @@ def test_run_bench_tiny_writes_every_section(tmp_path, capsys):
                    ("precision", "mlp16_1ep/fast_minus_fp32", "accuracy_pp"),
                    ("engines", "mlp/b20/compile_vs_eager", "speed_ratio"),
                    ("engines", "cnn/b20/compile", "first_call_s"),
-                   ("engines", "cnn/b20/eager", "us_per_step")]:
+                   ("engines", "cnn/b20/eager", "us_per_step"),
+                   ("engines", "cnn/b20/channels_last_vs_eager", "speed_ratio"),
+                   ("engines", "cnn/eval/channels_last", "images_per_s"),
+                   ("engines", "cnn/eval/channels_last_vs_eager", "speed_ratio")]:
         assert needed in cases, needed
+    # channels_last is the CNN's (registered with it), not the MLP's
+    assert not any(r["case"].startswith("mlp/") and "channels_last" in r["case"] for r in rows)
     data = json.loads((out / "bench.json").read_text())
     assert data["sections"] == list(bench.SECTIONS)
     assert {"cpu", "cores", "torch", "device"} <= set(data["machine"])

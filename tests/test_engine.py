@@ -69,9 +69,11 @@ def test_graph_steps_refuse_a_cpu_capture(data):
 
 
 def test_execution_applies_only_what_the_device_supports():
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
     ex = Execution(channels_last=True, compile=True, cuda_graphs=True)
-    assert ex.on(cpu, True) == Execution(compile=True)
+    assert ex.on(cpu, True) == Execution(channels_last=True, compile=True)
+    assert ex.on(cpu, False) == Execution(compile=True)
+    assert ex.on(mps, True) == Execution(compile=True)
     assert ex.on(cuda, True) == ex
     assert ex.on(cuda, False) == Execution(compile=True, cuda_graphs=True)
     assert ex.as_metrics() == {"channels_last": True, "compile": True, "cuda_graphs": True}
@@ -152,7 +154,8 @@ def test_compiled_model_has_no_graph_break():
 def test_a_compiled_run_learns_and_records_how_it_ran(tmp_path, data):
     m = train_run(spec(epochs=6), data, tmp_path / "run", threads=1,
                   execution=Execution(channels_last=True, compile=True, cuda_graphs=True))
-    # On a CPU: compiled; channels_last and CUDA graphs do not apply and are recorded so.
+    # On a CPU: compiled; CUDA graphs do not apply, nor channels_last to the MLP, and
+    # they are recorded so.
     assert (m["compile"], m["channels_last"], m["cuda_graphs"]) == (True, False, False)
     assert m["cuda_graphs_failed"] is None
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["compile"] is True

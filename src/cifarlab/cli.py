@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -259,8 +260,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
+    from .bench.settings import settings_for
 
-    run_bench(quick=args.quick, out=Path(args.out), sections=args.only)
+    settings = settings_for("quick" if args.quick else "full")
+    if args.cnn_channels:
+        settings = dataclasses.replace(settings, cnn={**settings.cnn,
+                                                      "channels": args.cnn_channels})
+    run_bench(out=Path(args.out), sections=args.only, settings=settings)
     return 0
 
 
@@ -298,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto",
                    help="auto (default: CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps")
     s.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    s.add_argument("--channels-last", action="store_true", help="channels_last CNN on CUDA")
+    s.add_argument("--channels-last", action="store_true", help="channels_last CNN (CUDA and CPU)")
     s.add_argument("--compile", action="store_true",
                    help="train through torch.compile (any device; compiles per shape first)")
     s.add_argument("--cuda-graphs", action="store_true", help="on CUDA, replay each "
@@ -398,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="results/bench", help="folder for bench.csv / bench.json")
     s.add_argument("--only", nargs="*", default=None,
                    help="sections to run: loops layers peak jobs precision engines")
+    s.add_argument("--cnn-channels", nargs=2, type=_positive_int, metavar=("C1", "C2"),
+                   help="measure a CNN with these channels instead of the study's 128 512 "
+                        "(e.g. 16 32, the quick profile's)")
     s.set_defaults(func=cmd_bench)
     return p
 

@@ -5,8 +5,10 @@ The spec (model, optimizer, data order, epochs, precision) says *what* a run com
 the device. Like the device, it is not part of the run's id: it changes which random
 numbers Dropout draws and the rounding of sums, never the method. Three switches:
 
-* ``channels_last``: the CNN's activations in NHWC memory order on CUDA (cuDNN's fast
-  convolutions for it).
+* ``channels_last``: the CNN's activations in NHWC memory order, on CUDA (cuDNN's fast
+  convolutions for it) and on a CPU (oneDNN's: measured side by side with
+  `cifarlab bench --only engines`, on a 2-core EPYC, the quick profile's 16/32 CNN took
+  0.87x the time per training step at batch 100 and evaluated 1.4x the images/s).
 * ``compile``: the model's forward and backward through ``torch.compile`` (fullgraph: no
   graph breaks allowed). The hand-written layers stay hand-written; under the compiler
   they switch to formulations it can trace and fuse (``layers._batch_norm_traceable`` and
@@ -19,7 +21,8 @@ numbers Dropout draws and the rounding of sums, never the method. Three switches
   (``layers._BatchNorm._update_running_stats``) and random numbers that advance on every
   replay (torch's CUDA generator does this for captured graphs). On a CPU it is ignored.
 
-The CPU default (all off) is the eager loop ``train_epoch``, bit-exact across resume.
+On a CPU the steps run eagerly (``train_epoch``), in either memory layout, bit-exact across
+resume.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ log = logging.getLogger("cifarlab.engine")
 # caches: the quick profile's CNN's first block is 250 x 16 x 32 x 32 x 4 B = 16 MB per
 # tensor (64 MB at 1,000). Measured on a 2-core EPYC (32 MB L3, one thread, eval mode,
 # images/s at batch 100 / 250 / 500 / 1,000): 16/32 CNN 3,400 / 3,500-3,800 / 3,800 /
-# 2,000, so 1,000 was 1.8x slower; MLP 9,600 / 11,100 / 10,600 / 11,400-12,000 (within
+# 2,000, so 1,000 was 1.8x slower (channels_last, as the config trains it: 5,100 / 5,400 /
+# 3,000 at 100 / 250 / 500); MLP 9,600 / 11,100 / 10,600 / 11,400-12,000 (within
 # the noise of two runs). 10,000 on CUDA, where one batch of the CNN's first block is
 # 10,000 x 128 x 32 x 32 x 4 B = 5.2 GB and fewer, larger kernels keep the GPU busy.
 EVAL_BATCH = {"cpu": 250, "cuda": 10_000}
@@ -58,10 +62,12 @@ class Execution:
     cuda_graphs: bool = False
 
     def on(self, device: torch.device, model_allows_channels_last: bool) -> Execution:
-        """What actually applies on ``device``: channels_last and CUDA graphs on CUDA only
-        (channels_last also only for a model registered with it); compile anywhere."""
+        """What actually applies on ``device``: channels_last on CUDA and CPUs for a model
+        registered with it (not on MPS, whose NHWC kernels torch does not promise), CUDA
+        graphs on CUDA only, compile anywhere."""
         cuda = device.type == "cuda"
-        return Execution(channels_last=self.channels_last and cuda and model_allows_channels_last,
+        layout_ok = device.type in ("cuda", "cpu") and model_allows_channels_last
+        return Execution(channels_last=self.channels_last and layout_ok,
                          compile=self.compile, cuda_graphs=self.cuda_graphs and cuda)
 
     def as_metrics(self) -> dict[str, bool]:

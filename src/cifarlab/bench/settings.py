@@ -38,6 +38,7 @@ class BenchSettings:
     engines_steps: dict = field(default_factory=lambda: {"mlp": {100: 20, 5: 100},
                                                          "cnn": {100: 2, 5: 10}})
     engines_repeats: int = 3
+    engines_eval_images: int = 2000  # images per timed evaluation (at most the data's)
 
     @property
     def models(self) -> dict[str, dict]:
@@ -60,7 +61,7 @@ def settings_for(mode: str) -> BenchSettings:
             precision_steps={"mlp": 20, "cnn": 2}, accuracy_epochs=8, accuracy_train=10000,
             accuracy_test=5000, accuracy_seeds=3,
             engines_steps={"mlp": {100: 100, 5: 1000}, "cnn": {100: 10, 5: 100}},
-            engines_repeats=5)
+            engines_repeats=5, engines_eval_images=5000)
     if mode == "test":
         return BenchSettings(
             label="test (tiny models: not the study's networks)", batch=20,
@@ -71,5 +72,6 @@ def settings_for(mode: str) -> BenchSettings:
             jobs_seconds=0.2, jobs_mlp={"hidden": 16}, precision_repeats=1,
             precision_steps={"mlp": 2, "cnn": 1}, accuracy_hidden=16, accuracy_epochs=1,
             accuracy_train=200, accuracy_test=100,
-            engines_steps={"mlp": {20: 2}, "cnn": {20: 1}}, engines_repeats=1)
+            engines_steps={"mlp": {20: 2}, "cnn": {20: 1}}, engines_repeats=1,
+            engines_eval_images=40)
     raise ValueError(f"unknown bench mode {mode!r}; valid: quick, full, test")
