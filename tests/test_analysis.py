@@ -144,9 +144,9 @@ def test_figures_draw_what_is_promised_with_the_declared_axis(study, monkeypatch
     titles: dict[str, str] = {}
     save = plots._save
 
-    def record(fig, folder, name):  # the title each figure is saved with
+    def record(fig, folder, name, *formats):  # the title each figure is saved with
         titles[name] = fig._suptitle.get_text()
-        return save(fig, folder, name)
+        return save(fig, folder, name, *formats)
 
     monkeypatch.setattr(plots, "_save", record)
     written = plots.make_figures(root / "tables", root / "runs", out)
@@ -172,10 +172,29 @@ def test_figures_draw_what_is_promised_with_the_declared_axis(study, monkeypatch
     assert "(all 2 filters," in titles["first_layer_cnn"]  # channels [2, 2]: not "first 64"
     assert "(all 4 units," in titles["first_layer_mlp"]  # hidden = 4
     assert titles["findings_over_training"].startswith("The study's findings over training")
+    # The files each figure promises: the study's figures as PNG and SVG, each run's
+    # learning curves as PNG only.
+    from cifarlab.pipeline import figure_entries
+
+    promised_files = {f"{e.name}.{ext}" for e in figure_entries(study["plan"],
+                                                                CONFIG["experiments"])
+                      for ext in e.formats}
+    assert {str(p.relative_to(out)) for p in written} == promised_files
+    assert any(f.startswith("runs/") for f in promised_files)
+    assert not any(f.startswith("runs/") and f.endswith(".svg") for f in promised_files)
+    assert "ablation_cnn.svg" in promised_files
     # The per-run figures drawn by two processes: the same files.
     twice = plots.make_figures(root / "tables", root / "runs", root / "figures_2jobs", jobs=2)
     assert sorted(p.relative_to(root / "figures_2jobs") for p in twice) == sorted(
         p.relative_to(out) for p in written)
+    # An error in the study's figures stops the call (the workers are waited for, not left).
+    def broken(*a):
+        raise ValueError("a broken figure")
+
+    monkeypatch.setattr(plots, "_study_figures", broken)
+    with pytest.raises(ValueError, match="a broken figure"):
+        plots.make_figures(root / "tables", root / "runs", root / "figures_broken", jobs=2)
+    monkeypatch.undo()
     # A promised figure that is not drawn is an error, never a silent gap.
     promised = plots.figure_names
     monkeypatch.setattr(plots, "figure_names", lambda *a: [*promised(*a), "never_drawn"])

@@ -239,6 +239,13 @@ class FigureEntry:
     category: str  # the report's category: "Learning curves", an experiment, ...
     subcategory: str  # a model, or "Runs" for the per-run figures
     caption: str  # caption file in workflow/report/
+    formats: tuple[str, ...] = ("png", "svg")  # the files drawn: name.png, name.svg
+
+
+# The per-run learning curves are drawn as PNG only: they are for looking at a run, one per
+# run (69 in the quick profile), and the SVG of each cost ~0.13 of its ~0.39 s. The
+# study's figures keep an SVG for print.
+RUN_FIGURE_FORMATS = ("png",)
 
 
 # The figure of how each of the study's findings developed over training (the report's
@@ -252,7 +259,7 @@ def figure_entries(plan: dict, experiments: dict) -> list[FigureEntry]:
     Each experiment's kind names its figures; each model with a registered first layer
     gets ``first_layer_<model>``; a plan with an experiment that measures one of the
     study's findings gets ``findings_over_training``; every run gets ``runs/<run id>``
-    (its learning curves).
+    (its learning curves, PNG only: RUN_FIGURE_FORMATS).
     """
     from . import published
     from .experiments import experiments_from_config
@@ -272,8 +279,8 @@ def figure_entries(plan: dict, experiments: dict) -> list[FigureEntry]:
             for m in models if MODELS[m].first_layer is not None]
     if used & published.finding_experiments():
         out.append(FigureEntry(FINDINGS_FIGURE, "Findings", "Over training", "findings.rst"))
-    out += [FigureEntry(f"runs/{rid}", "Runs", plan[rid]["spec"]["model"].upper(), "run.rst")
-            for rid in sorted(plan)]
+    out += [FigureEntry(f"runs/{rid}", "Runs", plan[rid]["spec"]["model"].upper(), "run.rst",
+                        RUN_FIGURE_FORMATS) for rid in sorted(plan)]
     return out
 
 

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from .models import MODELS, display_name  # noqa: E402
-from .pipeline import FINDINGS_FIGURE, figure_names  # noqa: E402
+from .pipeline import FINDINGS_FIGURE, RUN_FIGURE_FORMATS, figure_names  # noqa: E402
 from .reporting.format import first_layer_caption, readable_title  # noqa: E402
 from .rundir import RunDir  # noqa: E402
 from .tables import Finding, StudyTables  # noqa: E402
@@ -61,12 +61,13 @@ class Histories:
         return table.index.to_numpy(), mean, t * sd / np.sqrt(np.maximum(n, 1))
 
 
-def _save(fig: plt.Figure, out: Path, name: str) -> list[Path]:
+def _save(fig: plt.Figure, out: Path, name: str,
+          formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
     for ax in fig.axes:
         if ax.get_xlabel() == "epoch":
             ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     paths = []
-    for ext in ("png", "svg"):
+    for ext in formats:
         p = out / f"{name}.{ext}"
         p.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(p, bbox_inches="tight", dpi=130 if ext == "png" else None)
@@ -255,40 +256,78 @@ def _draw_runs(runs_dir: Path, rids: list[str], out: Path) -> list[Path]:
     h = Histories(runs_dir)
     written: list[Path] = []
     for rid in rids:
-        written += _save(fig_curves(h, [rid], f"run {rid}"), out, f"runs/{rid}")
+        written += _save(fig_curves(h, [rid], f"run {rid}"), out, f"runs/{rid}",
+                         RUN_FIGURE_FORMATS)
     return written
 
 
-def _run_figures(runs_dir: Path, rids: list[str], out: Path, jobs: int) -> list[Path]:
-    """Each run's learning-curve figure, drawn by ``jobs`` processes: one figure per run is
-    most of the figures (134 files for the quick profile's 67 runs, ~0.35 s each on one
-    core), and nothing else runs while the figures rule does."""
-    # Forked workers inherit the imported modules (no second `import torch`); only on
-    # Linux: macOS forbids forking a process that has loaded some of its frameworks.
-    jobs = max(1, min(jobs, len(rids))) if sys.platform == "linux" else 1
-    if jobs == 1:
-        return _draw_runs(runs_dir, rids, out)
-    chunks = [rids[i::jobs] for i in range(jobs)]
-    ctx = multiprocessing.get_context("fork")
-    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
-        parts = pool.map(_draw_runs, [runs_dir] * jobs, chunks, [out] * jobs)
-        return [p for part in parts for p in part]
+class _RunFigures:
+    """Each run's learning-curve figure, drawn by ``jobs`` processes while the caller draws
+    the study's figures: one figure per run is most of the figures (69 for the quick
+    profile, ~0.26 s each on one core), and nothing else runs while the figures rule does.
+    With one job they are drawn here, first. ``result()`` waits and returns the files."""
+
+    def __init__(self, runs_dir: Path, rids: list[str], out: Path, jobs: int) -> None:
+        # Forked workers inherit the imported modules (no second `import torch`); only on
+        # Linux: macOS forbids forking a process that has loaded some of its frameworks.
+        # They are forked here, before this process runs any torch code (the first-layer
+        # figures do): a process that forks must not have started OpenMP threads.
+        jobs = max(1, min(jobs, len(rids))) if sys.platform == "linux" else 1
+        self._written: list[Path] = []
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        if jobs == 1:
+            self._written = _draw_runs(runs_dir, rids, out)
+            return
+        chunks = [rids[i::jobs] for i in range(jobs)]
+        self._pool = concurrent.futures.ProcessPoolExecutor(
+            jobs, mp_context=multiprocessing.get_context("fork"))
+        self._futures = [self._pool.submit(_draw_runs, runs_dir, c, out) for c in chunks]
+
+    def result(self) -> list[Path]:
+        if self._pool is not None:
+            with self._pool:
+                self._written = [p for f in self._futures for p in f.result()]
+            self._pool = None
+        return self._written
+
+    def cancel(self) -> None:
+        """Stop waiting for the workers (after an error in the caller's figures)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
 
 def make_figures(tables: Path, runs_dir: Path, out: Path, jobs: int = 1) -> list[Path]:
     """Draw every figure `figure_names(plan)` promises; returns the files written.
-    ``jobs``: processes that draw the per-run figures."""
+    ``jobs``: processes that draw the per-run figures (more than one: while this process
+    draws the study's figures)."""
     t = StudyTables.load(tables)
-    runs, points = t.runs, t.points
     h = Histories(runs_dir)
     expected = figure_names(dict(t.plan), dict(t.experiments_config))
     if FINDINGS_FIGURE in expected and not (Path(tables) / "effects_by_epoch.csv").exists():
         raise FileNotFoundError(
             f"{Path(tables) / 'effects_by_epoch.csv'} is missing: these tables predate it; "
             "aggregate the runs again (`cifarlab aggregate`, or snakemake, which does)")
-    # The per-run figures first, in worker processes forked before this process has run
-    # any torch code (the first-layer figures below do).
-    written = _run_figures(runs_dir, sorted(t.plan), out, jobs)
+    # The per-run figures in worker processes, while this one draws the study's figures.
+    per_run = _RunFigures(runs_dir, sorted(t.plan), out, jobs)
+    try:
+        written = _study_figures(t, h, runs_dir, out, expected)
+    except BaseException:
+        per_run.cancel()
+        raise
+    written = per_run.result() + written
+    missing = [n for n in expected if not (out / f"{n}.png").exists()]
+    if missing:
+        raise RuntimeError(f"figures promised by the plan were not drawn: {missing}")
+    log.info("wrote %d figure files to %s", len(written), out)
+    return written
+
+
+def _study_figures(t: StudyTables, h: Histories, runs_dir: Path, out: Path,
+                   expected: list[str]) -> list[Path]:
+    """The study's figures (every one but the per-run curves); returns the files written."""
+    runs, points = t.runs, t.points
+    written: list[Path] = []
     models = t.models
 
     def baseline(model: str) -> list[str]:
@@ -352,9 +391,4 @@ def make_figures(tables: Path, runs_dir: Path, out: Path, jobs: int = 1) -> list
         panels = [(f, t.effect_by_epoch(f.key)) for f in t.findings()]
         written += _save(fig_findings_over_training([(f, e) for f, e in panels if not e.empty]),
                          out, FINDINGS_FIGURE)
-
-    missing = [n for n in expected if not (out / f"{n}.png").exists()]
-    if missing:
-        raise RuntimeError(f"figures promised by the plan were not drawn: {missing}")
-    log.info("wrote %d figure files to %s", len(written), out)
     return written

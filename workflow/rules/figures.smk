@@ -20,7 +20,7 @@ rule figures:
             )
             for f in FIGURE_ENTRIES
         ],
-        svg=[f"{FIGURE_DIR}/{f.name}.svg" for f in FIGURE_ENTRIES],
+        svg=[f"{FIGURE_DIR}/{f.name}.svg" for f in FIGURE_ENTRIES if "svg" in f.formats],
     log:
         f"{LOGS}/figures.log",
     localrule: True
