@@ -74,7 +74,7 @@ report: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests workflow/scripts
 	$(BIN)/snakefmt --check Snakefile workflow
-	$(BIN)/python -m pytest -q -m "not slurm"
+	$(BIN)/python -m pytest -q -m "not slurm" -n auto --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests workflow/scripts
