@@ -7,8 +7,9 @@ numbers Dropout draws and the rounding of sums, never the method. Three switches
 
 * ``channels_last``: the CNN's activations in NHWC memory order, on CUDA (cuDNN's fast
   convolutions for it) and on a CPU (oneDNN's: measured side by side with
-  `cifarlab bench --only engines`, on a 2-core EPYC, the quick profile's 16/32 CNN took
-  0.87x the time per training step at batch 100 and evaluated 1.4x the images/s).
+  `cifarlab bench --quick --only engines --cnn-channels 16 32` on a 2-core EPYC, the
+  quick profile's 16/32 CNN stepped 1.19x faster at batch 100 and evaluated 1.27x the
+  images/s; the study's 128/512 CNN stepped 0.90x as fast: docs/performance.md).
 * ``compile``: the model's forward and backward through ``torch.compile`` (fullgraph: no
   graph breaks allowed). The hand-written layers stay hand-written; under the compiler
   they switch to formulations it can trace and fuse (``layers._batch_norm_traceable`` and

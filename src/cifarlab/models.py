@@ -183,7 +183,7 @@ class ModelEntry:
 
     ``cls`` builds it (its keyword arguments are the config's ``arch`` keys); ``display``
     names it in tables, figures and the report; ``channels_last`` asks for that memory
-    format on CUDA; ``first_layer`` returns its first-layer weights as images
+    format on CUDA and CPUs; ``first_layer`` returns its first-layer weights as images
     (units, 3, H, W) for the feature figure, or is None when it has no image-shaped first
     layer; ``published`` holds the study's train/val/test accuracy in % where the study has
     them (None: the report says there are none); ``inductive_bias`` is a sentence on what
