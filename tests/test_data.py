@@ -1002,3 +1002,56 @@ def test_a_preloaded_cache_is_read_once_and_again_when_the_file_changes(
     os.utime(cache, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     load_cache(cache)
     assert len(reads) == 2
+
+
+_DECODE_CHUNK = data._decode_chunk
+
+
+def _decode_chunk_noting_pid(lo: int, hi: int) -> np.ndarray:
+    # Runs where prepare's pool runs it: each process leaves its pid as a file name.
+    (Path(os.environ["TEST_DECODE_PIDS"]) / str(os.getpid())).touch()
+    return _DECODE_CHUNK(lo, hi)
+
+
+@pytest.mark.parametrize("as_tarball", [False, True])
+def test_folder_decoded_in_parallel_gives_the_same_cache(
+        folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, as_tarball: bool) -> None:
+    """Forked decoding processes (chunks of 7 images here) write the same arrays and
+    checksum as decoding in-process."""
+    source = _tar_dir(folder, tmp_path / "f.tgz") if as_tarball else folder
+    one = prepare("folder", str(source), tmp_path / "one.npz", progress=False, workers=1)
+    monkeypatch.setattr(data, "_PARALLEL_DECODE_MIN", 1)
+    monkeypatch.setattr(data, "_DECODE_CHUNK", 7)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    monkeypatch.setenv("TEST_DECODE_PIDS", str(pids))
+    monkeypatch.setattr(data, "_decode_chunk", _decode_chunk_noting_pid)
+    two = prepare("folder", str(source), tmp_path / "two.npz", progress=False, workers=2)
+    decoders = {int(f.name) for f in pids.iterdir()}
+    assert decoders and os.getpid() not in decoders  # 10 chunks, all in forked processes
+    assert two["source_checksum"] == one["source_checksum"]
+    a, b = load_cache(tmp_path / "one.npz"), load_cache(tmp_path / "two.npz")
+    for key in ("train_images", "train_labels", "test_images", "test_labels"):
+        np.testing.assert_array_equal(a[key], b[key])
+    _check_folder_cache(b)
+    assert data._DECODING is None  # the processes' view of the tree is not kept
+
+
+def test_folder_bad_image_in_a_forked_chunk(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file no process can decode stops prepare with the same error, naming the file,
+    and writes no cache."""
+    root = _make_folder(tmp_path / "f", n_train=3, n_test=1)
+    bad = root / "train" / "truck" / "zzz.png"  # sorted last of train/: in the last chunks
+    bad.write_bytes(b"not an image at all")
+    monkeypatch.setattr(data, "_PARALLEL_DECODE_MIN", 1)
+    monkeypatch.setattr(data, "_DECODE_CHUNK", 4)
+    with pytest.raises(DataError, match="not an image PIL can read") as err:
+        prepare("folder", str(root), tmp_path / "c.npz", progress=False, workers=2)
+    assert str(bad) in str(err.value)
+    assert not (tmp_path / "c.npz").exists()
+    assert data._DECODING is None
+
+
+def test_decode_workers_default() -> None:
+    assert 1 <= data.decode_workers() <= 8

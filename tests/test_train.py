@@ -281,3 +281,40 @@ def test_a_channels_last_cnn_trains_like_an_nchw_one(tmp_path, data):
     from cifarlab.models import build_model
 
     build_model("cnn", **s["arch"]).load_state_dict(w)
+
+
+def test_normalize_in_channels_last_equals_normalize_then_convert(data):
+    from cifarlab.train import normalize
+
+    cpu = torch.device("cpu")
+    plain = normalize(data.test.images, cpu)
+    assert plain.is_contiguous() and plain.dtype == torch.float32
+    assert torch.equal(plain[0, :, 0, 0], (data.test.images[0, :, 0, 0].float() - 128) / 255)
+    cl = normalize(data.test.images, cpu, channels_last=True)
+    assert cl.is_contiguous(memory_format=torch.channels_last) and not cl.is_contiguous()
+    assert torch.equal(cl, plain)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_evaluate_normalising_batch_by_batch_equals_normalising_first(data, channels_last):
+    """The test set is scored from uint8 images normalised per batch (final_metrics): the
+    same loss and accuracy as normalising all of it first."""
+    from cifarlab.models import build_model
+    from cifarlab.train import evaluate, normalize
+
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    model = build_model("cnn", channels=[4, 8])
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    whole = evaluate(model, normalize(data.test.images, cpu, channels_last), data.test.labels,
+                     batch=30)
+    seen = []
+
+    def transform(batch):
+        seen.append(len(batch))
+        return normalize(batch, cpu, channels_last)
+
+    by_batch = evaluate(model, data.test.images, data.test.labels, batch=30, transform=transform)
+    assert by_batch == whole
+    assert seen == [30, 30, 30, 10]

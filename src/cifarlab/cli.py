@@ -79,7 +79,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     meta = prepare(args.source, location, Path(args.out), md5=md5,
                    workdir=Path(args.workdir) if args.workdir else None,
                    progress=not args.no_progress, identity=identity,
-                   request=getattr(args, "request", ""))
+                   request=getattr(args, "request", ""), workers=args.workers)
     print(json.dumps({k: v for k, v in meta.items() if k != "classes"}, default=str))
     if args.split:  # the config's sizes against the counts just prepared
         check_sizes(json.loads(args.split), meta["n_train"], meta["n_test"])
@@ -294,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "against the prepared counts")
     s.add_argument("--request-file", help="a file holding the other arguments, as the "
                    "pipeline plans them (kept in the cache, to see when they change)")
+    s.add_argument("--workers", type=_positive_int, default=None,
+                   help="processes that decode an image folder (default: the CPUs this "
+                   "process may use, at most 8); the cache is the same for any number")
     s.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("train", help="train one run (resumes an interrupted one)")

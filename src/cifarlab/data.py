@@ -16,12 +16,14 @@ uint8 images in NCHW layout. `make_splits` turns it into torch tensors.
 
 from __future__ import annotations
 
+import concurrent.futures
 import gzip
 import hashlib
 import http.client
 import io
 import json
 import logging
+import multiprocessing
 import os
 import pickle
 import secrets
@@ -32,6 +34,7 @@ import time
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
@@ -733,10 +736,80 @@ def _decode(raw: bytes, where: str) -> np.ndarray:
         raise DataError(f"cannot decode {where} ({e}); replace or remove the file") from e
 
 
+# What the forked decoding processes read (inherited, never pickled): the tree, its root
+# and the sorted jobs. Set only while a pool of them runs.
+_DECODING: tuple[Any, str, list[tuple[str, str, int]]] | None = None
+# Fewer images than this are decoded in-process: forking would cost more than it saves.
+_PARALLEL_DECODE_MIN = 4096
+_DECODE_CHUNK = 2000  # images per task: ~0.3 s of decoding, 30 progress updates for 60,000
+
+
+def _decode_jobs(tree: Any, root: str, jobs: list[tuple[str, str, int]],
+                 bar: Any = None) -> np.ndarray:
+    """Decode ``jobs`` in order into a uint8 (len(jobs), 32, 32, 3) array (``bar``, when
+    given, counts each image)."""
+    out = np.empty((len(jobs), 32, 32, 3), np.uint8)
+    for k, (rel, _, _) in enumerate(jobs):
+        out[k] = _decode(tree.read(_join(root, rel)), tree.where(_join(root, rel)))
+        if bar is not None:
+            bar.update(1)
+    return out
+
+
+def _decode_chunk(lo: int, hi: int) -> np.ndarray:
+    # In a forked process: the tree and jobs are the parent's (_DECODING), read-only.
+    assert _DECODING is not None, "set by _read_folder before the processes fork"
+    tree, root, jobs = _DECODING
+    return _decode_jobs(tree, root, jobs[lo:hi])
+
+
+def decode_workers() -> int:
+    """The processes `prepare` decodes an image folder with by default: the CPUs this
+    process may use (its affinity), at most 8."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 8))
+
+
+def _decoded_chunks(tree: Any, root: str, jobs: list[tuple[str, str, int]], workers: int,
+                    bar: Any) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, images) for consecutive chunks of ``jobs``, in order. With ``workers`` > 1
+    (and fork available: Linux) the chunks are decoded by that many forked processes,
+    ~1.9x faster on 2 cores; a bad image raises the same DataError either way, the first in
+    sorted order."""
+    global _DECODING
+    parallel = (workers > 1 and len(jobs) >= _PARALLEL_DECODE_MIN and sys.platform == "linux"
+                and "fork" in multiprocessing.get_all_start_methods())
+    if not parallel:
+        for lo in range(0, len(jobs), _DECODE_CHUNK):
+            yield lo, _decode_jobs(tree, root, jobs[lo:lo + _DECODE_CHUNK], bar)
+        return
+    _DECODING = (tree, root, jobs)
+    try:
+        ctx = multiprocessing.get_context("fork")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            starts = range(0, len(jobs), _DECODE_CHUNK)
+            futures = [pool.submit(_decode_chunk, lo, min(lo + _DECODE_CHUNK, len(jobs)))
+                       for lo in starts]
+            try:
+                for lo, future in zip(starts, futures, strict=True):
+                    part = future.result()  # a DataError in the process is raised here
+                    yield lo, part
+                    bar.update(len(part))
+            finally:
+                for future in futures:
+                    future.cancel()
+    finally:
+        _DECODING = None
+
+
 def _read_folder(
-    tree: _Tree, hash_files: bool, progress: bool
+    tree: _Tree, hash_files: bool, progress: bool, workers: int = 1
 ) -> tuple[dict[str, np.ndarray], str]:
-    """Decode an image-folder tree; also return a sha256 over sorted relative paths + bytes."""
+    """Decode an image-folder tree (in ``workers`` processes); also return a sha256 over
+    sorted relative paths + bytes."""
     root = _folder_root(tree)
     listing = _list_folder(tree, root)
     # NHWC while decoding (what PIL gives), transposed to NCHW once at the end.
@@ -745,14 +818,15 @@ def _read_folder(
     jobs = [(rel, split, i) for split, e in listing.items() for i, (rel, _) in enumerate(e)]
     jobs.sort()  # sorted relative paths: the order the checksum is defined over
     digest = hashlib.sha256()
-    with _Progress(len(jobs), "decoding images", "images", progress) as bar:
-        for rel, split, i in jobs:
+    if hash_files:  # in this process, in sorted order, while the chunks decode
+        for rel, _, _ in jobs:
             raw = tree.read(_join(root, rel))
-            if hash_files:
-                digest.update(rel.encode() + b"\0" + len(raw).to_bytes(8, "little"))
-                digest.update(raw)
-            images[split][i] = _decode(raw, tree.where(_join(root, rel)))
-            bar.update(1)
+            digest.update(rel.encode() + b"\0" + len(raw).to_bytes(8, "little"))
+            digest.update(raw)
+    with _Progress(len(jobs), "decoding images", "images", progress) as bar:
+        for lo, part in _decoded_chunks(tree, root, jobs, workers, bar):
+            for (_, split, i), image in zip(jobs[lo:lo + len(part)], part, strict=True):
+                images[split][i] = image
     arrays = {}
     for split in ("train", "test"):
         arrays[f"{split}_images"] = np.ascontiguousarray(images[split].transpose(0, 3, 1, 2))
@@ -761,7 +835,7 @@ def _read_folder(
 
 
 def _prepare_folder(
-    location: Path, md5: str | None, progress: bool
+    location: Path, md5: str | None, progress: bool, workers: int = 1
 ) -> tuple[dict[str, np.ndarray], str]:
     if location.is_dir():
         if md5 is not None and md5 != OFFICIAL_MD5:
@@ -769,7 +843,8 @@ def _prepare_folder(
                 f"an MD5 was given but {location} is a directory; an MD5 can only check a "
                 "tarball, so drop --md5 or point at the .tar.gz"
             )
-        return _read_folder(_DirTree(location), hash_files=True, progress=progress)
+        return _read_folder(_DirTree(location), hash_files=True, progress=progress,
+                            workers=workers)
     if not location.exists():
         raise DataError(
             f"{location} does not exist; point the 'folder' source (config key data.path) at "
@@ -784,7 +859,8 @@ def _prepare_folder(
     # The default md5 is the official archive's, which no image-folder tarball can have.
     if md5 is not None and md5 != OFFICIAL_MD5:
         _check_md5(location, actual_md5, md5)
-    arrays, _ = _read_folder(_TarTree(location), hash_files=False, progress=progress)
+    arrays, _ = _read_folder(_TarTree(location), hash_files=False, progress=progress,
+                             workers=workers)
     return arrays, sha256
 
 
@@ -857,6 +933,7 @@ def prepare(
     progress: bool = True,
     identity: str = "",
     request: str = "",
+    workers: int | None = None,
 ) -> dict:
     """Build the uint8 cache `out` from a CIFAR-10 source and return its metadata.
 
@@ -877,6 +954,8 @@ def prepare(
     cache and its manifest so that a cache of another source is never trained on.
     request: the arguments this was prepared with, kept in the manifest so the planner
     sees when the configured ones differ.
+    workers: processes that decode an image folder's files (None: ``decode_workers()``,
+    the CPUs this process may use); the cache is the same for any number.
 
     The cache is replaced only once the new one is whole, so a failed prepare leaves a
     good cache as it was. Its manifest (``manifest_path(out)``) is written last.
@@ -891,7 +970,8 @@ def prepare(
     workdir = Path(workdir).expanduser() if workdir is not None else out.parent
 
     if kind == "folder":
-        arrays, checksum = _prepare_folder(Path(location).expanduser(), md5, progress)
+        arrays, checksum = _prepare_folder(Path(location).expanduser(), md5, progress,
+                                           decode_workers() if workers is None else workers)
         source_kind = "folder"
     else:
         if kind == "url":
@@ -1078,19 +1158,26 @@ def _to_split(images: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> Split:
     )
 
 
-def _subset(split: Split, size: int | None, name: str, seed: int, stream: int) -> Split:
+def _subset_index(labels: np.ndarray, idx: np.ndarray, size: int | None, name: str,
+                  seed: int, stream: int) -> np.ndarray:
+    """The positions (into the pool) of a split's seeded class-stratified subset of
+    ``size`` images; ``idx`` (the split's positions) itself when ``size`` is None.
+
+    Only indices are subset: the images are copied once, by ``_to_split``, so a run on
+    3,000 of the 40,000 training images copies 3,000 (a run's start-up spent ~0.3 s
+    copying the whole pool first).
+    """
     if size is None:
-        return split
-    if not 0 <= size <= len(split):
+        return idx
+    if not 0 <= size <= len(idx):
         raise DataError(
-            f"{name}_subset={size} is not possible: the {name} split has {len(split)} images; "
-            f"use a value between 0 and {len(split)}"
+            f"{name}_subset={size} is not possible: the {name} split has {len(idx)} images; "
+            f"use a value between 0 and {len(idx)}"
         )
-    labels = split.labels.numpy()
     # A separate stream per subset so that asking for one subset does not move the others.
-    (idx,) = _stratified_pick(labels, [size], np.random.default_rng([seed, stream]))
-    index = torch.from_numpy(idx)
-    return Split(images=split.images[index].contiguous(), labels=split.labels[index])
+    (pick,) = _stratified_pick(labels[idx].astype(np.int64), [size],
+                               np.random.default_rng([seed, stream]))
+    return idx[pick]
 
 
 def make_splits(
@@ -1130,14 +1217,15 @@ def make_splits(
         train_idx, val_idx = _stratified_pick(
             labels.astype(np.int64), [n_train, n_val], np.random.default_rng(seed)
         )
-    test_all = np.arange(len(data["test_labels"]))
+    test_labels = data["test_labels"]
+    test_idx = _subset_index(test_labels, np.arange(len(test_labels)), test_subset, "test",
+                             seed, 3)
     return Splits(
-        train=_subset(_to_split(images, labels, train_idx), train_subset, "train", seed, 1),
-        val=_subset(_to_split(images, labels, val_idx), val_subset, "val", seed, 2),
-        test=_subset(
-            _to_split(data["test_images"], data["test_labels"], test_all),
-            test_subset, "test", seed, 3,
-        ),
+        train=_to_split(images, labels,
+                        _subset_index(labels, train_idx, train_subset, "train", seed, 1)),
+        val=_to_split(images, labels,
+                      _subset_index(labels, val_idx, val_subset, "val", seed, 2)),
+        test=_to_split(data["test_images"], test_labels, test_idx),
         classes=[str(c) for c in data["classes"]],
         checksum=str(data["source_checksum"]),
         source_kind=source_kind,
@@ -1154,6 +1242,7 @@ __all__ = [
     "DataError",
     "Split",
     "Splits",
+    "decode_workers",
     "load_cache",
     "preload_cache",
     "make_splits",

@@ -18,6 +18,10 @@ rule prepare_data:
         LAYOUT.prepare_log,
     conda:
         "../envs/cifarlab.yaml"
+    # An image folder is decoded by this many processes (1.3x faster prepare on 2 cores;
+    # reading the tarball stays serial, so more than 4 gain little). Nothing else can run
+    # before the data exists, so the rule takes the cores it is given.
+    threads: 4
     resources:
         mem_mb=4000,
         runtime=60,
@@ -27,4 +31,4 @@ rule prepare_data:
         workdir=lambda w, input: os.path.dirname(input.request),
     shell:
         f"bash {LOGGED} {{log}} python -m cifarlab prepare --request-file {{input.request}} "
-        "--out {params.cache} --workdir {params.workdir}"
+        "--out {params.cache} --workdir {params.workdir} --workers {threads}"
