@@ -499,3 +499,58 @@ def test_findings_give_the_batchnorm_diagnostic_of_the_baselines(study):
     assert "*BatchNorm diagnostic* (not one of the study's metrics)" in text
     assert "(per seed +7.5, +7.5, +7.5 points)" in text and "MLP" not in text.split(
         "BatchNorm diagnostic")[1].split(".")[0]  # the MLP has no value: not mentioned
+
+
+def _with_experiment_table(v: ReportView, name: str, table: pd.DataFrame) -> ReportView:
+    import dataclasses
+
+    tables = dict(v.tables.experiment_tables, **{name: table})
+    return dataclasses.replace(v, tables=dataclasses.replace(v.tables,
+                                                             experiment_tables=tables))
+
+
+def test_experiment_tables_show_the_batchnorm_diagnostic_where_runs_have_it(study):
+    from cifarlab.reporting.sections import (
+        BN_DIAGNOSTIC_COLUMN,
+        experiment_table_md,
+        experiment_view,
+    )
+
+    v = _view(study)
+    table = v.tables.experiment_table("ablation")
+    # These runs have no diagnostic: the column and its note stay out.
+    assert table["val_acc_bn_reestimated_mean"].isna().all()
+    assert BN_DIAGNOSTIC_COLUMN not in experiment_table_md(v, "ablation")
+    diag = table.assign(val_acc_bn_reestimated_mean=[
+        float("nan") if label == "no_bn" else 70.0 + i for i, label in
+        enumerate(table["label"])])
+    v2 = _with_experiment_table(v, "ablation", diag)
+    view = experiment_view(v2, "ablation")
+    assert list(view[BN_DIAGNOSTIC_COLUMN]) == [
+        "" if label == "no_bn" else f"{70.0 + i:.2f}" for i, label in enumerate(table["label"])]
+    text = experiment_table_md(v2, "ablation")
+    first_mlp = list(table["model"]).index("mlp")  # "full", the first MLP row
+    assert _table_row(text, "MLP")[-1] == f"{70.0 + first_mlp:.2f}"
+    assert f"*{BN_DIAGNOSTIC_COLUMN}*: the BatchNorm diagnostic" in text
+
+
+def test_sweep_diagnostic_says_how_much_of_the_fall_eval_mode_adds(study):
+    from cifarlab.reporting.study_sections import _diagnostic_sentence
+
+    v = _view(study)
+    exp = experiments_from_config(CONFIG["experiments"])["weight_decay"]
+    table = v.tables.experiment_table("weight_decay").copy()
+    assert list(table["value"].astype(float)) == [1e-4, 1e-3, 1e-1]
+    assert _diagnostic_sentence(v, exp, "mlp") == ""  # no diagnostic in these runs
+    # n_val = 100: a gap must exceed 2 * 100 * sqrt(0.5 / 100) = 14.1 points to count.
+    table["val_acc_mean"] = [60.0, 50.0, 20.0]
+    table["val_acc_bn_reestimated_mean"] = [61.0, 58.0, 45.0]
+    text = _diagnostic_sentence(_with_experiment_table(v, "weight_decay", table), exp, "mlp")
+    assert text.startswith("- MLP, BatchNorm diagnostic: eval mode and BatchNorm's statistics "
+                           "re-estimated with Dropout off differ most at p=0.1, 20.00% vs "
+                           "45.00% validation accuracy (p=0.0001: 60.00% vs 61.00%).")
+    # Eval mode loses 40 points, the re-estimated statistics 16: 24 of 40 are eval mode's.
+    assert "Of the 40.0 points eval mode loses from p=0.0001 to p=0.1, 60% are" in text
+    table["val_acc_bn_reestimated_mean"] = [61.0, 58.0, 30.0]  # gaps within the noise
+    assert _diagnostic_sentence(_with_experiment_table(v, "weight_decay", table),
+                                exp, "mlp") == ""

@@ -110,6 +110,9 @@ def experiment_table(points: pd.DataFrame, name: str) -> pd.DataFrame:
                         f"{col}_low": iv.low * 100, f"{col}_high": iv.high * 100,
                         f"{col}_interval": iv.method})
         row["best_epoch_mean"] = g["best_epoch"].mean()
+        # The BatchNorm diagnostic (validation with re-estimated statistics; see
+        # layers.reestimated_copy): NaN for points without BatchNorm.
+        row["val_acc_bn_reestimated_mean"] = g["val_acc_bn_reestimated"].mean()
         rows.append(row)
     return pd.DataFrame(rows).sort_values(["model", "point_index"]).reset_index(drop=True)
 

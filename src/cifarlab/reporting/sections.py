@@ -48,7 +48,8 @@ def effect_sentence(v: ReportView, key: tuple[str, str, str, str], what: str) ->
 
 
 def experiment_view(v: ReportView, name: str) -> pd.DataFrame:
-    """An experiment's table as the report shows it: means, test interval, best epoch."""
+    """An experiment's table as the report shows it: means, test interval, best epoch and,
+    where any point has BatchNorm, the BatchNorm diagnostic (``BN_DIAGNOSTIC_COLUMN``)."""
     t = v.tables.experiment_table(name)
     view = pd.DataFrame({"model": t["model"].map(display_name),
                          "point": t["label"], "seeds": t["n_seeds"]})
@@ -58,7 +59,27 @@ def experiment_view(v: ReportView, name: str) -> pd.DataFrame:
         "" if math.isnan(lo) else f"[{num(lo)}, {num(hi)}]"
         for lo, hi in zip(t["test_acc_low"], t["test_acc_high"], strict=True)]
     view["best epoch"] = t["best_epoch_mean"]
+    diag = t.get("val_acc_bn_reestimated_mean")  # absent in tables of older aggregates
+    if diag is not None and diag.notna().any():
+        view[BN_DIAGNOSTIC_COLUMN] = diag.map(lambda x: "" if math.isnan(x) else num(x))
     return view
+
+
+def experiment_table_md(v: ReportView, name: str) -> str:
+    """``experiment_view`` as Markdown, with a line saying what the BatchNorm diagnostic's
+    column means when the table has it."""
+    view = experiment_view(v, name)
+    note = f"\n\n{BN_DIAGNOSTIC_NOTE}" if BN_DIAGNOSTIC_COLUMN in view else ""
+    return md_table(view) + note
+
+
+# The experiment tables' column of the BatchNorm diagnostic, and what it means.
+BN_DIAGNOSTIC_COLUMN = "val % (BN re-estimated)"
+BN_DIAGNOSTIC_NOTE = (
+    f"*{BN_DIAGNOSTIC_COLUMN}*: the BatchNorm diagnostic (not one of the study's metrics), "
+    "the best checkpoint's validation accuracy with BatchNorm's running statistics "
+    "re-estimated on the training images with Dropout off; blank without BatchNorm. Far "
+    "above *val %*, it means the statistics eval mode uses do not fit its activations.")
 
 
 def smallest_worst_best(v: ReportView, exp: Experiment, model: str
@@ -333,7 +354,7 @@ def points_section(v: ReportView, exp: Experiment) -> str:
     out.append("")
     out += [v.figure(f"{exp.name}_{m}", f"{readable_title(exp.name)}: {display_name(m)}")
             for m in v.tables.models_of(exp.name)]
-    out.append(md_table(experiment_view(v, exp.name)))
+    out.append(experiment_table_md(v, exp.name))
     return "\n".join(out)
 
 
@@ -359,7 +380,7 @@ def sweep_section(v: ReportView, exp: Experiment) -> str:
                      f"accuracy curves per {exp.axis}") for m in models]
     out.append(v.figure(f"{exp.name}_summary", f"{readable_title(exp.name)}: accuracy at "
                         f"the best-validation epoch against {exp.axis}"))
-    out.append(md_table(experiment_view(v, exp.name)))
+    out.append(experiment_table_md(v, exp.name))
     return "\n".join(out)
 
 

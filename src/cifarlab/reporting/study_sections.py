@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import math
+
 from ..experiments import Experiment
 from ..models import display_name
-from .format import ci, md_table, num
-from .sections import effect_sentence, experiment_view, smallest_worst_best
+from .format import ci, num
+from .sections import effect_sentence, experiment_table_md, smallest_worst_best
 from .view import ReportView, experiment_section
 
 __all__ = ["ablation", "ablation_caption", "dropout2d", "dropout_rate", "batch_size"]
@@ -33,7 +35,7 @@ def ablation(v: ReportView, exp: Experiment) -> str:
     out.append("")
     for m in models:
         out.append(v.figure(f"{exp.name}_{m}", ablation_caption(display_name(m))))
-    out.append(md_table(experiment_view(v, exp.name)))
+    out.append(experiment_table_md(v, exp.name))
     return "\n".join(out)
 
 
@@ -55,7 +57,7 @@ def dropout2d(v: ReportView, exp: Experiment) -> str:
     out.append("")
     out += [v.figure(f"{exp.name}_{m}", f"{display_name(m)}: Dropout vs Dropout2d")
             for m in models]
-    out.append(md_table(experiment_view(v, exp.name)))
+    out.append(experiment_table_md(v, exp.name))
     return "\n".join(out)
 
 
@@ -78,19 +80,55 @@ def _gap_sentence(v: ReportView, exp: Experiment, model: str) -> str:
             f"{num(hi['val_acc_mean'])}% validation accuracy.")
 
 
+def _diagnostic_sentence(v: ReportView, exp: Experiment, model: str) -> str:
+    """Where along the sweep eval mode and the BatchNorm diagnostic (validation with
+    re-estimated statistics, Dropout off) differ most, and how much of the validation
+    accuracy lost from the smallest to the largest p the diagnostic gets back. Empty
+    without the diagnostic, or when no point's two accuracies differ by more than twice
+    the binomial standard error of a difference over the validation images."""
+    t = v.tables.experiment_table(exp.name)
+    col = "val_acc_bn_reestimated_mean"
+    if col not in t:
+        return ""
+    t = t[(t["model"] == model) & t[col].notna()]
+    t = t.assign(p=t["value"].astype(float), gap=t[col] - t["val_acc_mean"]).sort_values("p")
+    runs = v.tables.runs
+    n_val = runs["n_val"].max() if "n_val" in runs and runs["n_val"].notna().any() else 0
+    if len(t) < 2 or not n_val:
+        return ""
+    noise = 2 * 100 * math.sqrt(2 * 0.25 / n_val)  # points; 0.25: p(1 - p) at its largest
+    worst = t.loc[t["gap"].idxmax()]
+    if not worst["gap"] > noise:
+        return ""
+    lo, hi = t.iloc[0], t.iloc[-1]
+    text = (f"- {display_name(model)}, BatchNorm diagnostic: eval mode and BatchNorm's "
+            f"statistics re-estimated with Dropout off differ most at p={worst['p']:g}, "
+            f"{num(worst['val_acc_mean'])}% vs {num(worst[col])}% validation accuracy "
+            f"(p={lo['p']:g}: {num(lo['val_acc_mean'])}% vs {num(lo[col])}%).")
+    fall, fall_re = lo["val_acc_mean"] - hi["val_acc_mean"], lo[col] - hi[col]
+    if fall > noise:
+        share = min(max((fall - fall_re) / fall, 0.0), 1.0)
+        text += (f" Of the {num(fall, 1)} points eval mode loses from p={lo['p']:g} to "
+                 f"p={hi['p']:g}, {share:.0%} are the running statistics not fitting eval "
+                 "mode rather than what the weights learned.")
+    return text + " The table's last column has every point."
+
+
 @experiment_section("dropout_rate")
 def dropout_rate(v: ReportView, exp: Experiment) -> str:
-    """The study's dropout-rate sweep: the train-validation gap against p."""
+    """The study's dropout-rate sweep: the train-validation gap against p, and how much of
+    the accuracy lost at high p the BatchNorm diagnostic gets back."""
     out = ["## Dropout rate", ""]
     models = v.tables.models_of(exp.name)
     out += [_gap_sentence(v, exp, m) for m in models]
+    out += [line for m in models if (line := _diagnostic_sentence(v, exp, m))]
     out.append("")
     for m in models:
         out.append(v.figure(f"{exp.name}_{m}", f"{display_name(m)}: accuracy curves per "
                             "dropout rate"))
     out.append(v.figure(f"{exp.name}_summary", "Accuracy at the best-validation epoch "
                         "against the dropout rate"))
-    out.append(md_table(experiment_view(v, exp.name)))
+    out.append(experiment_table_md(v, exp.name))
     return "\n".join(out)
 
 
@@ -113,7 +151,7 @@ def batch_size(v: ReportView, exp: Experiment) -> str:
         out.append(v.figure(f"{exp.name}_{m}", f"{display_name(m)}: accuracy curves per "
                             "batch size"))
     out.append(v.figure(f"{exp.name}_summary", "Accuracy against the batch size"))
-    out.append(md_table(experiment_view(v, exp.name)))
+    out.append(experiment_table_md(v, exp.name))
     return "\n".join(out)
 
 
