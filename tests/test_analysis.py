@@ -554,3 +554,56 @@ def test_sweep_diagnostic_says_how_much_of_the_fall_eval_mode_adds(study):
     table["val_acc_bn_reestimated_mean"] = [61.0, 58.0, 30.0]  # gaps within the noise
     assert _diagnostic_sentence(_with_experiment_table(v, "weight_decay", table),
                                 exp, "mlp") == ""
+
+
+def _diag_points(full_diag: list[float]) -> pd.DataFrame:
+    """Two CNN ablation points over 2 seeds: full (BatchNorm: the diagnostic given) and
+    no_bn (no BatchNorm: none); validation accuracies in %."""
+    rows = []
+    for seed, diag in enumerate(full_diag):
+        rows.append({"experiment": "ablation", "model": "cnn", "label": "full", "seed": seed,
+                     "val_acc": 40.0 + seed, "val_acc_bn_reestimated": diag,
+                     "test_acc": 41.0, "n_val": 3000, "n_test": 10000})
+        rows.append({"experiment": "ablation", "model": "cnn", "label": "no_bn", "seed": seed,
+                     "val_acc": 44.0, "val_acc_bn_reestimated": float("nan"),
+                     "test_acc": 45.0, "n_val": 3000, "n_test": 10000})
+    return pd.DataFrame(rows)
+
+
+def test_effects_carry_the_batchnorm_diagnostic_where_a_side_has_it():
+    from cifarlab.aggregate import _effect_row
+    from cifarlab.experiments import EffectDef
+
+    e = EffectDef("full", "no_bn")
+    row = _effect_row(_diag_points([50.0, 52.0]), "ablation", "cnn", e)
+    # eval mode: (40 - 44 + 41 - 44) / 2 = -3.5; re-estimated: (50 - 44 + 52 - 44) / 2 = +7
+    assert row["difference"] == pytest.approx(-4.0)  # test: 41 - 45
+    assert row["val_difference"] == pytest.approx(-3.5)
+    assert row["val_bn_reestimated_difference"] == pytest.approx(7.0)
+    assert row["val_bn_reestimated_low"] < 7.0 < row["val_bn_reestimated_high"]
+    # Only some seeds with the diagnostic: no diagnostic effect rather than a mixed one.
+    mixed = _effect_row(_diag_points([50.0, float("nan")]), "ablation", "cnn", e)
+    assert math.isnan(mixed["val_bn_reestimated_difference"])
+    # Neither side has it (no BatchNorm anywhere, or runs from before the diagnostic).
+    none = _effect_row(_diag_points([float("nan")] * 2), "ablation", "cnn", e)
+    assert math.isnan(none["val_difference"]) and math.isnan(none["val_bn_reestimated_low"])
+
+
+def test_findings_give_each_findings_effect_with_the_diagnostic(study):
+    import dataclasses
+
+    v = _view(study)
+    assert "The same diagnostic applied to the findings" not in reporting.findings(v)
+    effects = v.tables.effects.copy()
+    key = (effects["experiment"] == "ablation") & (effects["model"] == "cnn") \
+        & (effects["a"] == "full") & (effects["b"] == "no_bn")
+    assert key.sum() == 1
+    effects.loc[key, ["val_difference", "val_bn_reestimated_difference",
+                      "val_bn_reestimated_low", "val_bn_reestimated_high"]] = [-3.5, 4.07,
+                                                                                1.27, 6.87]
+    text = reporting.findings(dataclasses.replace(
+        v, tables=dataclasses.replace(v.tables, effects=effects)))
+    assert ("BatchNorm raises CNN test accuracy: -3.50 in eval mode, +4.07 re-estimated "
+            "(95% CI [1.27, 6.87], clear of zero the study's way)") in text
+    assert "These are not verdicts" in text
+    assert "BatchNorm raises MLP test accuracy:" not in text  # no diagnostic: left out

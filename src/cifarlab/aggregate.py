@@ -87,8 +87,8 @@ def points_table(plan: dict, runs: pd.DataFrame) -> pd.DataFrame:
             rows.append({"experiment": m["experiment"], "model": m["model"],
                          "label": m["label"], "value": m["value"], "seed": m["seed"],
                          "run_id": rid, "point_index": m.get("index", order),
-                         **{k: r[k] for k in ("best_epoch", *PCT, "n_test", "diverged",
-                                              "seconds")}})
+                         **{k: r[k] for k in ("best_epoch", *PCT, "n_val", "n_test",
+                                              "diverged", "seconds")}})
     # point_index: the point's position in the config, for table rows and plot order.
     return pd.DataFrame(rows).sort_values(["experiment", "model", "point_index", "seed"],
                                           kind="stable").reset_index(drop=True)
@@ -126,6 +126,42 @@ def _by_seed(points: pd.DataFrame, experiment: str, model: str, label: str,
     return dict(zip(g["seed"], values, strict=True))
 
 
+def _diagnostic_by_seed(points: pd.DataFrame, experiment: str, model: str, label: str
+                        ) -> dict | None:
+    """seed -> the point's validation accuracy (fraction) as the BatchNorm diagnostic sees
+    it: with re-estimated statistics (``val_acc_bn_reestimated``) where the runs have them,
+    eval mode's where they have none (a run without BatchNorm has nothing to re-estimate).
+    None when only some of the point's seeds have the diagnostic."""
+    val = _by_seed(points, experiment, model, label, "val_acc")
+    diag = _by_seed(points, experiment, model, label, "val_acc_bn_reestimated")
+    missing = [s for s, x in diag.items() if not math.isfinite(x)]
+    if missing and len(missing) < len(diag):
+        return None
+    return val if missing else diag
+
+
+def _diagnostic_effect(points: pd.DataFrame, experiment: str, model: str, e: EffectDef,
+                       seeds: list) -> dict:
+    """The effect's paired difference on validation in eval mode and with the BatchNorm
+    diagnostic (points; its interval too), where at least one side has the diagnostic."""
+    none = {"val_difference": math.nan, "val_bn_reestimated_difference": math.nan,
+            "val_bn_reestimated_low": math.nan, "val_bn_reestimated_high": math.nan}
+    if "val_acc_bn_reestimated" not in points or "n_val" not in points:
+        return none
+    a_model, b_model = e.a_model or model, e.b_model or model
+    da = _diagnostic_by_seed(points, experiment, a_model, e.a)
+    db = _diagnostic_by_seed(points, experiment, b_model, e.b)
+    va = _by_seed(points, experiment, a_model, e.a, "val_acc")
+    vb = _by_seed(points, experiment, b_model, e.b, "val_acc")
+    if da is None or db is None or (da == va and db == vb):
+        return none  # mixed seeds, or neither side has the diagnostic
+    n_val = int(points["n_val"].max())
+    iv = paired_effect([da[s] for s in seeds], [db[s] for s in seeds], n_val)
+    return {"val_difference": 100 * sum(va[s] - vb[s] for s in seeds) / len(seeds),
+            "val_bn_reestimated_difference": iv.mean * 100,
+            "val_bn_reestimated_low": iv.low * 100, "val_bn_reestimated_high": iv.high * 100}
+
+
 def _effect_row(points: pd.DataFrame, experiment: str, model: str, e: EffectDef
                 ) -> dict | None:
     sa = _by_seed(points, experiment, e.a_model or model, e.a)
@@ -136,7 +172,8 @@ def _effect_row(points: pd.DataFrame, experiment: str, model: str, e: EffectDef
     n_test = int(points["n_test"].iloc[0])
     iv = paired_effect([sa[s] for s in seeds], [sb[s] for s in seeds], n_test)
     diffs = [sa[s] - sb[s] for s in seeds]
-    return {"experiment": experiment, "model": model, "a": e.a, "b": e.b,
+    return {**_diagnostic_effect(points, experiment, model, e, seeds),
+            "experiment": experiment, "model": model, "a": e.a, "b": e.b,
             "a_model": e.a_model or model, "b_model": e.b_model or model,
             "effect": effect_label(experiment, model, e, e.chosen_on_val),
             "metric": "test_acc", "n_seeds": len(seeds), "difference": iv.mean * 100,
@@ -149,7 +186,12 @@ def _effect_row(points: pd.DataFrame, experiment: str, model: str, e: EffectDef
 
 EFFECT_COLUMNS = ("experiment", "model", "a", "b", "a_model", "b_model", "effect", "metric",
                   "n_seeds", "difference", "sd", "low", "high", "interval", "verdict",
-                  "n_higher", "n_lower")
+                  "n_higher", "n_lower",
+                  # The BatchNorm diagnostic (not the study's metric): the effect on
+                  # validation in eval mode, and with re-estimated statistics (its interval
+                  # too), where a side has BatchNorm; NaN otherwise.
+                  "val_difference", "val_bn_reestimated_difference", "val_bn_reestimated_low",
+                  "val_bn_reestimated_high")
 
 
 def _effect_defs(points: pd.DataFrame, experiments: dict[str, Experiment]

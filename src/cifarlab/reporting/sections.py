@@ -532,7 +532,7 @@ def findings(v: ReportView) -> str:
             f"the critical value{critical}, so a margin near 0 marks a verdict that slightly "
             "different seeds could flip. *Seeds the study's way*: of the seeds both sides "
             "ran, how many show a paired difference in the study's direction."
-            + _bn_diagnostic(v))
+            + _bn_diagnostic(v) + _findings_with_diagnostic(v))
 
 
 def _epochs_shown(last: int) -> list[int]:
@@ -640,6 +640,33 @@ def _bn_diagnostic(v: ReportView) -> str:
             "eval mode, so the eval-mode accuracy understates what the weights learned and "
             "varies with the seed: Dropout before a MaxPool and a later BatchNorm (the "
             "study's CNN) inflates the activations those statistics were gathered from.")
+
+
+def _findings_with_diagnostic(v: ReportView) -> str:
+    """Each finding whose points have BatchNorm, on validation in eval mode and with
+    re-estimated statistics (effects.csv's ``val_*`` columns): how much of a finding the
+    running statistics make or unmake. Empty when no finding has the diagnostic."""
+    parts = []
+    for f in v.tables.findings():
+        e = f.effect
+        if pd.isna(e.get("val_bn_reestimated_difference", math.nan)):
+            continue
+        way = 1 if f.expect == "better" else -1
+        low, high = e["val_bn_reestimated_low"], e["val_bn_reestimated_high"]
+        clear = ", clear of zero the study's way" if ((low > 0) if way > 0 else (high < 0)) \
+            else ""
+        versus = f" {f.versus}" if f.versus else ""
+        parts.append(f"{f.name}{versus}: {num(e['val_difference'], 2, sign=True)} in eval "
+                     f"mode, {num(e['val_bn_reestimated_difference'], 2, sign=True)} "
+                     f"re-estimated ({ci(low, high)}{clear})")
+    if not parts:
+        return ""
+    return ("\n\nThe same diagnostic applied to the findings (validation accuracy of the "
+            "best checkpoints, paired by seed, points; re-estimated wherever a side has "
+            "BatchNorm): " + "; ".join(parts) + ". These are not verdicts: the study's "
+            "metric is test accuracy in eval mode, and validation chose the checkpoints. "
+            "They show which findings the running statistics, rather than what the "
+            "weights learned, decide in this run.")
 
 
 def reproduction(v: ReportView) -> str:
