@@ -166,7 +166,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, precision: str = "fp32",
     of ``batch`` images (None: the device's ``engine.eval_batch``). ``transform``, when
     given, turns each batch of ``x`` into the model's input: e.g. uint8 images normalised
     batch by batch, so that the 10,000 test images are never held as float32 (123 MB of
-    fresh memory, whose page faults cost a CPU run ~0.2 s)."""
+    fresh memory for one evaluation)."""
     batch = batch or eval_batch(x.device)
     was_training = model.training
     model.eval()
