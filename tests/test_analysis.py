@@ -598,9 +598,10 @@ def test_findings_give_each_findings_effect_with_the_diagnostic(study):
     key = (effects["experiment"] == "ablation") & (effects["model"] == "cnn") \
         & (effects["a"] == "full") & (effects["b"] == "no_bn")
     assert key.sum() == 1
+    effects["val_bn_reestimated_verdict"] = effects["val_bn_reestimated_verdict"].astype(object)
     effects.loc[key, ["val_difference", "val_bn_reestimated_difference",
-                      "val_bn_reestimated_low", "val_bn_reestimated_high"]] = [-3.5, 4.07,
-                                                                                1.27, 6.87]
+                      "val_bn_reestimated_low", "val_bn_reestimated_high",
+                      "val_bn_reestimated_verdict"]] = [-3.5, 4.07, 1.27, 6.87, "better"]
     text = reporting.findings(dataclasses.replace(
         v, tables=dataclasses.replace(v.tables, effects=effects)))
     assert ("BatchNorm raises CNN test accuracy: -3.50 in eval mode, +4.07 re-estimated "

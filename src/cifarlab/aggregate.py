@@ -126,13 +126,12 @@ def _by_seed(points: pd.DataFrame, experiment: str, model: str, label: str,
     return dict(zip(g["seed"], values, strict=True))
 
 
-def _diagnostic_by_seed(points: pd.DataFrame, experiment: str, model: str, label: str
-                        ) -> dict | None:
+def _diagnostic_by_seed(points: pd.DataFrame, experiment: str, model: str, label: str,
+                        val: dict) -> dict | None:
     """seed -> the point's validation accuracy (fraction) as the BatchNorm diagnostic sees
     it: with re-estimated statistics (``val_acc_bn_reestimated``) where the runs have them,
-    eval mode's where they have none (a run without BatchNorm has nothing to re-estimate).
-    None when only some of the point's seeds have the diagnostic."""
-    val = _by_seed(points, experiment, model, label, "val_acc")
+    eval mode's (``val``, by seed) where they have none (a run without BatchNorm has
+    nothing to re-estimate). None when only some of the point's seeds have the diagnostic."""
     diag = _by_seed(points, experiment, model, label, "val_acc_bn_reestimated")
     missing = [s for s, x in diag.items() if not math.isfinite(x)]
     if missing and len(missing) < len(diag):
@@ -145,21 +144,23 @@ def _diagnostic_effect(points: pd.DataFrame, experiment: str, model: str, e: Eff
     """The effect's paired difference on validation in eval mode and with the BatchNorm
     diagnostic (points; its interval too), where at least one side has the diagnostic."""
     none = {"val_difference": math.nan, "val_bn_reestimated_difference": math.nan,
-            "val_bn_reestimated_low": math.nan, "val_bn_reestimated_high": math.nan}
+            "val_bn_reestimated_low": math.nan, "val_bn_reestimated_high": math.nan,
+            "val_bn_reestimated_verdict": ""}
     if "val_acc_bn_reestimated" not in points or "n_val" not in points:
         return none
     a_model, b_model = e.a_model or model, e.b_model or model
-    da = _diagnostic_by_seed(points, experiment, a_model, e.a)
-    db = _diagnostic_by_seed(points, experiment, b_model, e.b)
     va = _by_seed(points, experiment, a_model, e.a, "val_acc")
     vb = _by_seed(points, experiment, b_model, e.b, "val_acc")
+    da = _diagnostic_by_seed(points, experiment, a_model, e.a, va)
+    db = _diagnostic_by_seed(points, experiment, b_model, e.b, vb)
     if da is None or db is None or (da == va and db == vb):
         return none  # mixed seeds, or neither side has the diagnostic
     n_val = int(points["n_val"].max())
     iv = paired_effect([da[s] for s in seeds], [db[s] for s in seeds], n_val)
     return {"val_difference": 100 * sum(va[s] - vb[s] for s in seeds) / len(seeds),
             "val_bn_reestimated_difference": iv.mean * 100,
-            "val_bn_reestimated_low": iv.low * 100, "val_bn_reestimated_high": iv.high * 100}
+            "val_bn_reestimated_low": iv.low * 100, "val_bn_reestimated_high": iv.high * 100,
+            "val_bn_reestimated_verdict": verdict(iv)}
 
 
 def _effect_row(points: pd.DataFrame, experiment: str, model: str, e: EffectDef
@@ -191,7 +192,7 @@ EFFECT_COLUMNS = ("experiment", "model", "a", "b", "a_model", "b_model", "effect
                   # validation in eval mode, and with re-estimated statistics (its interval
                   # too), where a side has BatchNorm; NaN otherwise.
                   "val_difference", "val_bn_reestimated_difference", "val_bn_reestimated_low",
-                  "val_bn_reestimated_high")
+                  "val_bn_reestimated_high", "val_bn_reestimated_verdict")
 
 
 def _effect_defs(points: pd.DataFrame, experiments: dict[str, Experiment]

@@ -651,10 +651,10 @@ def _findings_with_diagnostic(v: ReportView) -> str:
         e = f.effect
         if pd.isna(e.get("val_bn_reestimated_difference", math.nan)):
             continue
-        way = 1 if f.expect == "better" else -1
         low, high = e["val_bn_reestimated_low"], e["val_bn_reestimated_high"]
-        clear = ", clear of zero the study's way" if ((low > 0) if way > 0 else (high < 0)) \
-            else ""
+        # the same test as a finding's: the interval's verdict in the study's direction
+        clear = (", clear of zero the study's way"
+                 if e.get("val_bn_reestimated_verdict") == f.expect else "")
         versus = f" {f.versus}" if f.versus else ""
         parts.append(f"{f.name}{versus}: {num(e['val_difference'], 2, sign=True)} in eval "
                      f"mode, {num(e['val_bn_reestimated_difference'], 2, sign=True)} "
